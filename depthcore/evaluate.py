@@ -1,0 +1,93 @@
+"""Evaluate a checkpoint on a split: ``python -m depthcore.evaluate --checkpoint DIR --split test``.
+
+NYU uses the standard protocol: predictions are upsampled to the ground truth's native
+resolution and compared with the raw Kinect depth (Eigen crop at 480x640, valid range
+1e-3..10 m, predictions clipped). A DIW fine-tuned model predicts relative depth, so
+its NYU numbers are computed after per-image median scaling, and its DIW accuracy
+and WHDR are reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
+from depthcore.config import ConfigError, ExperimentConfig, parse_override, set_dotted
+from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
+from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
+
+NYU_KEYS = ["rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3", "mse_norm"]
+
+
+def evaluate_checkpoint(
+    checkpoint: str, split: str = "test", overrides: list[str] | None = None, device: str = "auto"
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on ``split``: ``{"nyu": {...}, "diw": {...}, "median_scaled": bool}``."""
+    payload = load_checkpoint(checkpoint)
+    raw = payload["config"]
+    for item in overrides or []:
+        set_dotted(raw, *parse_override(item))
+    cfg = ExperimentConfig.from_dict(raw, source=f"{checkpoint} (config)")
+    dev = resolve_device(device)
+    model = model_from_checkpoint(payload).to(dev)
+    relative = cfg.train.stage == "diw"
+    result: dict[str, Any] = {"stage": cfg.train.stage, "split": split, "median_scaled": relative,
+                              "model": payload["model"], "epoch": payload["epoch"]}
+    if cfg.data.nyu_path:
+        # Full-resolution ground truth for the test split (the standard protocol); the
+        # training-size validation split otherwise.
+        full = split == "test"
+        data = nyu_dataset(cfg.replace(data={"augment": False}), split, full_res_gt=full)
+        loader = make_loader(data, cfg, train=False, batch_size=4 if full else None)
+        result["nyu"] = evaluate_depth(model, loader, dev, full_res=full, median_scale=relative)
+        result["nyu_frames"] = len(data)
+    if relative or (cfg.data.diw_root and (cfg.data.diw_test_csv if split == "test" else cfg.data.diw_train_csv)):
+        data = diw_dataset(cfg, "test" if split == "test" else "val")
+        result["diw"] = evaluate_ordinal(model, make_loader(data, cfg, train=False), dev)
+        result["diw_pairs"] = len(data)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"{result['model']['name']} {result['model']['args']}  stage {result['stage']}  "
+             f"epoch {result['epoch']}  split {result['split']}"]
+    if "nyu" in result:
+        note = " (after per-image median scaling: the model predicts relative depth)" if result["median_scaled"] else ""
+        lines.append(f"NYU Depth V2, {result['nyu_frames']} frames{note}")
+        lines.append("  " + "  ".join(f"{k:>8}" for k in NYU_KEYS))
+        lines.append("  " + "  ".join(f"{result['nyu'][k]:8.4f}" for k in NYU_KEYS))
+    if "diw" in result:
+        lines.append(f"DIW, {result['diw_pairs']} pairs: accuracy {result['diw']['accuracy']:.4f}  "
+                     f"WHDR {result['diw']['whdr']:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m depthcore.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory or checkpoint.pt")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value stored in the checkpoint, e.g. data.nyu_path=...")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, args.device)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Train one stage from a YAML config: ``python -m depthcore.train CONFIG.yaml [--set key=value]``.
+
+Prints a line per epoch, writes checkpoints under ``train.out_dir`` (``best/`` and the
+newest epoch), and with ``--test`` evaluates the best checkpoint on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from depthcore.config import ConfigError, ExperimentConfig
+from depthcore.engine import fit
+from depthcore.evaluate import evaluate_checkpoint, format_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m depthcore.train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML file with model/data/optim/train sections")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key, e.g. optim.lr=3.0e-4 (repeatable)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint of this run")
+    parser.add_argument("--test", action="store_true", help="evaluate the best checkpoint on the test split")
+    args = parser.parse_args(argv)
+    try:
+        cfg = ExperimentConfig.from_file(args.config, args.overrides)
+        result = fit(cfg, resume_from=args.resume)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"best {result['best_metric']} {result['best_value']:.4f} at epoch {result['best_epoch']}; "
+          f"checkpoint: {result['best_checkpoint']}")
+    if args.test:
+        print(format_table(evaluate_checkpoint(result["best_checkpoint"], "test")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
