@@ -24,8 +24,8 @@ $(DATA)/nyu_cache_96.h5: $(DATA)/nyu_depth_v2_labeled.mat
 
 # Both stages for both architectures on the synthetic dataset, then the test metrics.
 quickstart: venv $(DATA)/nyu_cache_96.h5
-	@for arch in unetpp lraspp; do \
-	  $(PY) -m depthcore.train configs/quickstart_nyu.yaml --set model=@$$arch --set train.out_dir=$(RUNS)/$$arch/nyu --test || exit $$?; \
+	@for arch in unetpp_3m lraspp_3m; do \
+	  $(PY) -m depthcore.train configs/quickstart_nyu.yaml --set model.name=$$arch --set train.out_dir=$(RUNS)/$$arch/nyu --test || exit $$?; \
 	  $(PY) -m depthcore.train configs/quickstart_diw.yaml --set train.init_checkpoint=$(RUNS)/$$arch/nyu/best \
 	      --set train.out_dir=$(RUNS)/$$arch/diw --test || exit $$?; \
 	done

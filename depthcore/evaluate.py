@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import torch
+from torch import nn
 
 from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.config import ConfigError, ExperimentConfig, parse_override, set_dotted
@@ -22,6 +23,28 @@ from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
 from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
 
 NYU_KEYS = ["rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3", "mse_norm"]
+
+
+class ConstantDepth(nn.Module):
+    """Predicts one depth everywhere: the baseline a depth model has to beat."""
+
+    def __init__(self, depth: float) -> None:
+        super().__init__()
+        self.depth = depth
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = image.shape
+        return torch.full((b, 1, h, w), self.depth, device=image.device)
+
+
+def mean_train_depth(cfg: ExperimentConfig) -> float:
+    """Mean ground-truth depth over the valid pixels of the training split."""
+    data = nyu_dataset(cfg.replace(data={"augment": False}), "train")
+    total, count = 0.0, 0
+    for batch in make_loader(data, cfg, train=False):
+        total += float(batch["depth"][batch["valid_mask"]].double().sum())
+        count += int(batch["valid_mask"].sum())
+    return total / max(count, 1)
 
 
 def evaluate_checkpoint(
@@ -46,6 +69,11 @@ def evaluate_checkpoint(
         loader = make_loader(data, cfg, train=False, batch_size=4 if full else None)
         result["nyu"] = evaluate_depth(model, loader, dev, full_res=full, median_scale=relative)
         result["nyu_frames"] = len(data)
+        # The trivial predictor every model must beat: the mean training depth everywhere.
+        train_mean = mean_train_depth(cfg)
+        result["nyu_constant"] = evaluate_depth(ConstantDepth(train_mean), loader, dev, full_res=full,
+                                                median_scale=relative)
+        result["train_mean_depth"] = train_mean
     if relative or (cfg.data.diw_root and (cfg.data.diw_test_csv if split == "test" else cfg.data.diw_train_csv)):
         data = diw_dataset(cfg, "test" if split == "test" else "val")
         result["diw"] = evaluate_ordinal(model, make_loader(data, cfg, train=False), dev)
@@ -60,7 +88,11 @@ def format_table(result: dict[str, Any]) -> str:
         note = " (after per-image median scaling: the model predicts relative depth)" if result["median_scaled"] else ""
         lines.append(f"NYU Depth V2, {result['nyu_frames']} frames{note}")
         lines.append("  " + "  ".join(f"{k:>8}" for k in NYU_KEYS))
-        lines.append("  " + "  ".join(f"{result['nyu'][k]:8.4f}" for k in NYU_KEYS))
+        lines.append("  " + "  ".join(f"{result['nyu'][k]:8.4f}" for k in NYU_KEYS) + "  model")
+        lines.append("  " + "  ".join(f"{result['nyu_constant'][k]:8.4f}" for k in NYU_KEYS)
+                     + f"  constant {result['train_mean_depth']:.2f} m (mean training depth)")
+        gain = 1.0 - result["nyu"]["rmse"] / result["nyu_constant"]["rmse"]
+        lines.append(f"  RMSE {100 * gain:.1f} % below the constant predictor")
     if "diw" in result:
         lines.append(f"DIW, {result['diw_pairs']} pairs: accuracy {result['diw']['accuracy']:.4f}  "
                      f"WHDR {result['diw']['whdr']:.4f}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 # Imported for their registrations, families before the presets that refer to them.
 from depthcore.models import lraspp, presets, unetpp  # noqa: F401
 from depthcore.models.base import DepthModel, count_parameters
-from depthcore.models.factory import create_model, list_models, model_from_spec, model_info
+from depthcore.models.factory import check_model_args, create_model, list_models, model_from_spec, model_info
 from depthcore.models.presets import PRESETS, Preset, matched_pairs
 
 __all__ = [
     "PRESETS",
     "DepthModel",
     "Preset",
+    "check_model_args",
     "count_parameters",
     "create_model",
     "list_models",

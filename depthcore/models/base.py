@@ -8,6 +8,7 @@ A family file builds a bare network (image -> one-channel logits) and wraps it i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -20,16 +21,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_DEPTH = 1e-3
 """Smallest depth a model can output (metres); also the lower clip of the standard metrics."""
 
+INIT_DEPTH = 2.5
+"""Depth (metres) an untrained model predicts for zero logits: a typical indoor distance."""
+
+# softplus(x) = INIT_DEPTH at x = log(exp(INIT_DEPTH) - 1). Shifting the logits by it means a
+# fresh network starts at a plausible depth instead of softplus(0) = 0.69 m, so the first
+# epochs learn structure rather than the overall scale.
+_LOGIT_OFFSET = math.log(math.expm1(INIT_DEPTH))
+
 
 def positive_depth(logits: Tensor) -> Tensor:
-    """Map unbounded logits to depth > 0: ``softplus(logits) + MIN_DEPTH``."""
+    """Map unbounded logits to depth > 0: ``softplus(logits + offset) + MIN_DEPTH``, 2.5 m at 0."""
     # Why softplus: its slope is sigmoid(x) <= 1, so an MSE loss on metres in 0.5..10 gets
     # gradients of the same size at 1 m and at 10 m (exp would scale them by the depth and
     # can overflow early in training); above ~2 m it is nearly the identity, so the last
     # layer works in metres directly. Unlike ReLU it never has a dead zone, and unlike a
     # sigmoid times a maximum it does not squash far depths, which ranking losses need to
     # order. The MIN_DEPTH floor keeps log- and ratio-based losses and metrics finite.
-    return F.softplus(logits) + MIN_DEPTH
+    return F.softplus(logits + _LOGIT_OFFSET) + MIN_DEPTH
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:

@@ -10,11 +10,54 @@ from torch import nn
 
 from depthcore._registry import MODELS
 from depthcore.models.base import count_parameters
+from depthcore.models.lraspp import SIZES
+from depthcore.models.presets import PRESETS
+from depthcore.models.unetpp import ENCODERS, _check_decoder_channels
 
 
 def list_models() -> list[str]:
     """Every registered model name, families and presets, sorted."""
     return MODELS.names()
+
+
+def check_model_args(name: str, **kwargs: Any) -> None:
+    """Check a model name, its argument names and values, without building the network.
+
+    Raises the errors ``create_model`` raises (it calls this first): KeyError for an unknown
+    name, ValueError for an unknown argument or an invalid value, each listing the valid
+    choices. Presets are checked with their own arguments merged under ``kwargs``. Cheap
+    enough to run for every point of a search space before any training starts.
+    """
+    builder = MODELS.get(name)
+    valid = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; valid arguments: {', '.join(valid)}"
+        )
+    preset = PRESETS.get(name)
+    family = preset.builder if preset is not None else name
+    # Defaults come from the family builder's signature, so they are stated only there.
+    defaults = {p.name: p.default for p in inspect.signature(MODELS.get(family)).parameters.values()}
+    args = {**defaults, **(preset.args if preset is not None else {}), **kwargs}
+    if not isinstance(args.get("pretrained", False), bool):
+        raise ValueError(f"pretrained must be true or false, found {args['pretrained']!r}")
+    # The value checks mirror the family builders' own, message for message (a test compares
+    # them), so a sweep can reject a bad point before any network is built.
+    if family == "unetpp":
+        encoder = args["encoder"]
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown U-Net++ encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+        _check_decoder_channels(args["decoder_channels"])
+    elif family == "lraspp":
+        size = args["size"]
+        if size not in SIZES:
+            raise ValueError(f"unknown LR-ASPP size {size!r}; valid sizes: {', '.join(SIZES)}")
+        width_mult = args["width_mult"]
+        if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
+            raise ValueError(f"width_mult must be > 0, found {width_mult!r}")
+        if args["pretrained"] and width_mult != 1.0:
+            raise ValueError(f"ImageNet weights exist only for width_mult=1.0, found width_mult={width_mult}")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -25,14 +68,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Raises KeyError for an unknown name and ValueError for an unknown argument or value,
     each listing the valid choices.
     """
-    builder = MODELS.get(name)
-    valid = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; valid arguments: {', '.join(valid)}"
-        )
-    model = builder(**kwargs)
+    check_model_args(name, **kwargs)
+    model = MODELS.get(name)(**kwargs)
     model.depthcore_spec = {"name": name, "args": dict(kwargs)}
     return model
 

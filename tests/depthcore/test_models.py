@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
+from depthcore._registry import MODELS
 from depthcore.models import (
     PRESETS,
     DepthModel,
+    check_model_args,
     count_parameters,
     create_model,
     list_models,
@@ -28,7 +31,7 @@ from depthcore.models import (
     model_from_spec,
     model_info,
 )
-from depthcore.models.base import MIN_DEPTH, crop_padding, pad_to_multiple, positive_depth
+from depthcore.models.base import INIT_DEPTH, MIN_DEPTH, crop_padding, pad_to_multiple, positive_depth
 from depthcore.models.lraspp import lraspp_on_mobilenet_v3
 from depthcore.models.unetpp import ENCODERS
 
@@ -148,6 +151,40 @@ def test_bad_arguments_raise_value_error_listing_choices(name: str, kwargs: dict
         create_model(name, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("unetpp", {"encoder": "resnet999"}),
+        ("unetpp_7m", {"decoder_channels": [64, 32]}),
+        ("lraspp", {"size": "medium"}),
+        ("lraspp", {"width_mult": -1.0}),
+        ("lraspp_16m", {"pretrained": True}),
+    ],
+)
+def test_check_model_args_matches_the_builders_message_without_building(name: str, kwargs: dict) -> None:
+    # The builder checks before building anything, so calling it directly stays cheap here.
+    with pytest.raises(ValueError) as from_builder:
+        MODELS.get(name)(**kwargs)
+    with pytest.raises(ValueError) as from_check:
+        check_model_args(name, **kwargs)
+    assert str(from_check.value) == str(from_builder.value)
+
+
+def test_check_model_args_accepts_every_model_and_rejects_names_and_arguments() -> None:
+    for name in ALL_MODELS:
+        check_model_args(name)
+    check_model_args("unetpp_3m", encoder="resnet18", pretrained=False)
+    check_model_args("lraspp", size="small", width_mult=0.5)
+    with pytest.raises(KeyError, match="valid names: lraspp"):
+        check_model_args("unet")
+    with pytest.raises(ValueError, match="valid arguments: size, width_mult, pretrained"):
+        check_model_args("lraspp_3m", encoder="resnet18")
+    with pytest.raises(ValueError, match="width_mult must be > 0, found '2'"):
+        check_model_args("lraspp", width_mult="2")
+    with pytest.raises(ValueError, match="pretrained must be true or false"):
+        check_model_args("unetpp", pretrained="yes")
+
+
 def test_spec_rebuilds_the_same_network() -> None:
     model = create_model("unetpp_3m", pretrained=False)
     assert model.depthcore_spec == {"name": "unetpp_3m", "args": {"pretrained": False}}
@@ -221,7 +258,9 @@ def test_positive_depth_is_positive_smooth_and_metric() -> None:
     logits = torch.tensor([-100.0, -1.0, 0.0, 5.0, 20.0], requires_grad=True)
     depth = positive_depth(logits)
     assert (depth >= MIN_DEPTH).all() and (depth.diff() > 0).all()
-    assert depth[-1].item() == pytest.approx(20.0 + MIN_DEPTH, abs=1e-5)  # identity for far depths
+    # Zero logits give the initial depth; far depths are the identity up to that shift.
+    assert depth[2].item() == pytest.approx(INIT_DEPTH + MIN_DEPTH, abs=1e-5)
+    assert (depth[-1] - logits[-1]).item() == pytest.approx(math.log(math.expm1(INIT_DEPTH)) + MIN_DEPTH, abs=1e-4)
     (grad,) = torch.autograd.grad(depth.sum(), logits)
     assert ((grad > 0) & (grad <= 1)).all()
 

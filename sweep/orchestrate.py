@@ -1,0 +1,187 @@
+"""Run the stages of a validated sweep: data once, Ray up, one Tuner per stage, a summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from depthcore.data import generate_synthetic, prepare_nyu_cache
+from sweep.space import SpecError, SweepSpec
+from sweep.tracking import (
+    default_artifact_root,
+    default_tracking_uri,
+    ensure_experiment,
+    find_trial_run,
+    finish_parent,
+    start_parent_run,
+)
+from sweep.trainable import TrialContext
+from sweep.tuner import build_tuner, study_exists
+
+TOPK_FILE = "stage1_topk.json"
+
+
+def prepare_data(spec: SweepSpec, stages: list[str]) -> dict[str, str]:
+    """Generate the synthetic dataset if asked and missing; prepare the resized NYU cache once.
+
+    Returns flat ``data/...`` paths for the trial configs.
+    """
+    paths = spec.data.paths()
+    synthetic = spec.data.synthetic
+    if synthetic is not None and not Path(paths["data/nyu_path"]).is_file():
+        print(f"generating the synthetic dataset in {synthetic.out}", flush=True)
+        generate_synthetic(**synthetic.generator_kwargs())
+    source = Path(paths["data/nyu_path"])
+    if source.suffix == ".mat":
+        size = spec.data.cache_size or spec.stage_fixed(stages[0]).get("data/size")
+        if size is None:
+            raise SpecError(f"{spec.path}: data.cache_size: needed when data/size is searched, found null")
+        folder = source.parent if synthetic is not None else Path(spec.study.output_dir) / "cache"
+        cache = folder / f"{source.stem}_cache_{size[0]}x{size[1]}.h5"
+        if not cache.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"preparing the NYU cache {cache} (once for all trials)", flush=True)
+            prepare_nyu_cache(source, cache, size=tuple(size), split_file=paths.get("data/split_file"))
+        paths["data/nyu_path"] = str(cache)
+    return paths
+
+
+def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int) -> list[dict[str, Any]]:
+    """The k stage-1 trials with the best validation value, with their best checkpoints."""
+    stage = ctx.spec.stages["nyu"]
+    rows = []
+    for result in results:
+        df = result.metrics_dataframe
+        if result.error or df is None or stage.metric not in df or df[stage.metric].isna().all():
+            continue
+        best = df[stage.metric].min() if stage.mode == "min" else df[stage.metric].max()
+        checkpoint = result.get_best_checkpoint(stage.metric, stage.mode)
+        if checkpoint is None:
+            continue
+        trial_id = result.metrics["trial_id"]
+        key = f"{ctx.study_name}/nyu/{trial_id}"
+        rows.append({"trial_id": trial_id, "value": float(best), "checkpoint": checkpoint.path,
+                     "run_id": find_trial_run(ctx.tracking_uri, ctx.parent_run_id, key) or ""})
+    rows.sort(key=lambda r: r["value"], reverse=stage.mode == "max")
+    return rows[:k]
+
+
+def _run_stage(ctx: TrialContext, sweep_dir: Path, storage_url: str, resume: bool,
+               stage1_choices: list[str] | None) -> tune.ResultGrid:
+    spec, stage = ctx.spec, ctx.stage
+    ray_dir = sweep_dir / "ray"
+    kwargs = dict(storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
+                  num_samples=spec.stages[stage].num_samples, max_epochs=spec.max_epochs(stage),
+                  stage1_choices=stage1_choices)
+    if resume and tune.Tuner.can_restore(str(ray_dir / stage)):
+        fresh = build_tuner(ctx, **kwargs)  # the same trainable and callbacks, restored state
+        tuner = tune.Tuner.restore(str((ray_dir / stage).resolve()), trainable=fresh._local_tuner._trainable,
+                                   resume_unfinished=True, resume_errored=True, restart_errored=False)
+    else:
+        tuner = build_tuner(ctx, **kwargs)
+    return tuner.fit()
+
+
+def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bool, address: str | None,
+              stage1_from: Path | None) -> int:
+    """Run ``stages`` of ``spec`` into ``sweep_dir``; returns the exit code."""
+    sweep_dir = sweep_dir.resolve()
+    name = sweep_dir.name
+    storage_url = spec.study.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    tracking_uri = default_tracking_uri(spec.study.output_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        if not resume and study_exists(storage_url, f"{name}-{stage}"):
+            raise SpecError(f"Optuna study {name}-{stage} already exists in {storage_url}: "
+                            f"pass --resume to continue it, or choose another study.name")
+    (sweep_dir / "sweep.json").write_text(json.dumps(
+        {"name": name, "spec": str(spec.path), "stages": stages, "optuna_storage": storage_url,
+         "mlflow_tracking_uri": tracking_uri, "spec_resolved": spec.to_dict()}, indent=2, default=str))
+    data_paths = prepare_data(spec, stages)
+
+    started = time.perf_counter()
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    try:
+        experiment_id = ensure_experiment(name, tracking_uri, default_artifact_root(spec.study.output_dir))
+        threads = max(1, int(spec.resources.cpu))
+        summary: dict[str, Any] = {}
+        stage1_choices: list[str] | None = None
+        stage1: dict[str, dict[str, str]] = {}
+        for stage in stages:
+            parent = start_parent_run(experiment_id, stage, name, spec.to_dict(), tracking_uri, resume)
+            if stage == "diw":
+                topk = _load_topk(stage1_from or sweep_dir)
+                stage1 = {row["trial_id"]: row for row in topk}
+                stage1_choices = list(stage1)
+                print(f"[diw] fine-tuning the top {len(topk)} stage-1 trials: "
+                      + ", ".join(f"{r['trial_id']} ({r['value']:.4f})" for r in topk), flush=True)
+            ctx = TrialContext(spec=spec, stage=stage, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                               parent_run_id=parent, threads=threads, study_name=name, data_paths=data_paths,
+                               stage1=stage1)
+            results = _run_stage(ctx, sweep_dir, storage_url, resume, stage1_choices)
+            best = _best_per_architecture(results, ctx)
+            summary[stage] = best
+            finish_parent(parent, {f"best/{arch}/{k}": v for arch, row in best.items()
+                                   for k, v in row.items() if k in ("value", "trial_id", "run_id")}, tracking_uri)
+            if stage == "nyu":
+                topk = _stage1_topk(results, ctx, spec.stages["diw"].top_k if "diw" in spec.stages else 1)
+                (sweep_dir / TOPK_FILE).write_text(json.dumps(topk, indent=2))
+    finally:
+        if not address:
+            ray.shutdown()
+    from sweep.summary import print_summary
+
+    print_summary(summary, spec, sweep_dir, tracking_uri, time.perf_counter() - started)
+    return 0
+
+
+def _load_topk(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / TOPK_FILE
+    if not path.is_file():
+        raise SpecError(f"stage diw: {path} not found; run stage nyu first or pass --stage1-from SWEEP_DIR")
+    rows = json.loads(path.read_text())
+    if not rows:
+        raise SpecError(f"stage diw: {path} lists no finished stage-1 trial")
+    return rows
+
+
+def _best_per_architecture(results: tune.ResultGrid, ctx: TrialContext) -> dict[str, dict[str, Any]]:
+    """Best trial per architecture by its best validation value (the selection metric only)."""
+    from mlflow import MlflowClient
+
+    stage = ctx.spec.stages[ctx.stage]
+    client = MlflowClient(ctx.tracking_uri)
+    best: dict[str, dict[str, Any]] = {}
+    for result in results:
+        df = result.metrics_dataframe
+        if df is None or stage.metric not in df or df[stage.metric].isna().all():
+            continue
+        row = df[stage.metric].idxmin() if stage.mode == "min" else df[stage.metric].idxmax()
+        value = float(df[stage.metric][row])
+        trial_id = result.metrics["trial_id"]
+        run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/{ctx.stage}/{trial_id}")
+        tags = client.get_run(run_id).data.tags if run_id else {}
+        arch = tags.get("architecture", "?")
+        current = best.get(arch)
+        if current is None or (value < current["value"] if stage.mode == "min" else value > current["value"]):
+            checkpoint = result.get_best_checkpoint(stage.metric, stage.mode)
+            best[arch] = {
+                "value": value, "metric": stage.metric, "trial_id": trial_id, "run_id": run_id or "",
+                "epoch": int(df["epoch"][row]), "state": tags.get("trial_state", "?"),
+                "params": {k: v for k, v in result.config.items()},
+                "metrics": {k: float(df[k][row]) for k in df.columns
+                            if k.startswith("val/") and isinstance(df[k][row], float) and math.isfinite(df[k][row])},
+                "checkpoint": checkpoint.path if checkpoint else "",
+            }
+    return best
+

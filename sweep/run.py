@@ -1,0 +1,99 @@
+"""Run a sweep: ``python -m sweep.run SPEC.yaml [--set key=value] [--smoke-test] [--dry-run] [--resume] [--address ADDR]``.
+
+Stage ``nyu`` sweeps depth training; stage ``diw`` then fine-tunes the top-k stage-1
+checkpoints. Everything is written under ``<study.output_dir>/<study name>/``: Ray's
+results and checkpoints (``ray/``), the Optuna study (``optuna.db``) and ``sweep.json``.
+Trials are recorded in MLflow (``MLFLOW_TRACKING_URI``, default ``<output_dir>/mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import optuna
+import yaml
+
+from sweep.space import SpecError, SweepSpec, load_spec
+
+SMOKE_OVERRIDES = ["fixed.train/epochs=1"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__.splitlines()[0])
+    p.add_argument("spec", help="search-space YAML, e.g. search_spaces/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value by dotted path, e.g. study.max_concurrent=1 or fixed.train/epochs=2")
+    p.add_argument("--smoke-test", action="store_true", help="two trials per stage, one epoch each")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the resolved spec and sampled configs, no compute")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="SWEEP_DIR",
+                   help="continue an interrupted sweep (default: the newest sweep of this spec)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster address (default: $RAY_ADDRESS, else a local runtime)")
+    p.add_argument("--stage", choices=["all", "nyu", "diw"], default="all", help="run one stage only")
+    p.add_argument("--stage1-from", metavar="SWEEP_DIR",
+                   help="with --stage diw: fine-tune the top stage-1 trials of this earlier sweep")
+    return p.parse_args(argv)
+
+
+def dry_run(spec: SweepSpec, stages: list[str], n: int = 3) -> None:
+    print(yaml.safe_dump(spec.to_dict(), sort_keys=False).rstrip())
+    for stage in stages:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=spec.study.seed))
+        print(f"\n# first {n} sampled configurations of stage {stage}")
+        for _ in range(n):
+            trial = study.ask()
+            constants = spec.sampler(stage)(trial) or {}
+            print(json.dumps({**trial.params, **constants}, default=str))
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def sweep_dir_for(spec: SweepSpec, resume: str | None) -> Path:
+    """The sweep's folder: a new one, or the one to resume."""
+    root = Path(spec.study.output_dir)
+    if resume is None:
+        return root / spec.resolved_name()
+    if resume != "latest":
+        return Path(resume)
+    candidates = sorted((d for d in root.glob(f"{spec.study.name}*") if (d / "sweep.json").is_file()),
+                        key=lambda d: (d / "sweep.json").stat().st_mtime)
+    if not candidates:
+        raise SpecError(f"--resume: no sweep of study {spec.study.name!r} under {root}")
+    return candidates[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        overrides = SMOKE_OVERRIDES + [f"stages.{s}.num_samples=2" for s in ("nyu", "diw")] + overrides
+    try:
+        spec = load_spec(args.spec, overrides)
+        stages = [s for s in ("nyu", "diw") if s in spec.stages and args.stage in ("all", s)]
+        if not stages:
+            raise SpecError(f"{args.spec}: stages: no stage to run for --stage {args.stage}")
+        if args.dry_run:
+            dry_run(spec, stages)
+            return 0
+        sweep_dir = sweep_dir_for(spec, args.resume)
+        if args.resume and not (sweep_dir / "sweep.json").is_file():
+            raise SpecError(f"--resume: {sweep_dir} holds no sweep (no sweep.json)")
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from sweep.orchestrate import run_sweep  # imports Ray: after validation, so errors stay fast
+
+    try:
+        return run_sweep(spec, stages, sweep_dir, resume=args.resume is not None, address=args.address,
+                         stage1_from=Path(args.stage1_from) if args.stage1_from else None)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

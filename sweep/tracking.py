@@ -1,0 +1,505 @@
+"""MLflow tracking of a sweep: one experiment per study, one parent run per stage, one child run per trial.
+
+The driver calls ``ensure_experiment``, ``start_parent_run`` and ``finish_parent``; each Ray
+trial builds a ``TrialTracker`` from plain strings and logs its own child run. Everything
+goes through ``MlflowClient`` with explicit run ids, never the fluent ``mlflow.start_run``
+API, because Ray may run several trials one after another in one worker process and a
+process-global "active run" would leak between them.
+
+Run layout (names are constants below, so queries need not repeat string literals)::
+
+    experiment <study>                       artifacts under <root>/mlartifacts/<study>/
+      parent run  <study>-<stage>            depthsweep.kind=parent, .stage, .study; spec.yaml
+        child run <trial_key>                mlflow.parentRunId, depthsweep.kind=trial,
+                                             depthsweep.trial_key, depthsweep.trial_state,
+                                             architecture, stage, encoder, parameter_count,
+                                             stage1_run_id (stage diw); params = flat config;
+                                             metrics per epoch (step = epoch);
+                                             config.yaml, checkpoint/checkpoint.pt, preview/*.png
+
+Trial states: ``completed`` and ``stopped_early`` end as MLflow status FINISHED (an ASHA stop
+is a normal outcome whose metrics are valid; KILLED would read as an interruption in the UI),
+``failed`` as FAILED; the ``depthsweep.trial_state`` tag tells the first two apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+from depthcore.config import ExperimentConfig, flatten
+
+log = logging.getLogger(__name__)
+
+TAG_PARENT = "mlflow.parentRunId"
+TAG_KIND = "depthsweep.kind"  # "parent" or "trial"
+TAG_STAGE_PARENT = "depthsweep.stage"
+TAG_STUDY = "depthsweep.study"
+TAG_TRIAL_KEY = "depthsweep.trial_key"
+TAG_TRIAL_STATE = "depthsweep.trial_state"
+# Tags for people: short names that read well in the UI's run table and compare page.
+TAG_ARCHITECTURE = "architecture"
+TAG_STAGE = "stage"
+TAG_ENCODER = "encoder"
+TAG_PARAMETER_COUNT = "parameter_count"
+TAG_STAGE1_RUN = "stage1_run_id"
+
+TRIAL_STATES = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED"}
+"""``finish(state)`` -> MLflow run status."""
+
+SPEC_ARTIFACT = "spec.yaml"
+CONFIG_ARTIFACT = "config.yaml"
+CHECKPOINT_DIR = "checkpoint"
+PREVIEW_DIR = "preview"
+
+
+class TrackingError(RuntimeError):
+    """MLflow could not be reached or used; the message names the tracking URI."""
+
+
+# -- where runs are stored -------------------------------------------------------------------
+
+
+def default_tracking_uri(root: str | Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db`` (absolute; creates ``root``).
+
+    Browse the default store with ``mlflow ui --backend-store-uri sqlite:///<root>/mlflow.db``;
+    its artifacts live beside it in ``default_artifact_root(root)``.
+    """
+    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if from_env:
+        return from_env
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def default_artifact_root(root: str | Path) -> Path:
+    """``<root>/mlartifacts``: where ``ensure_experiment`` puts artifacts of a local store."""
+    return Path(root).resolve() / "mlartifacts"
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    """A client for ``tracking_uri``, checked to answer; errors become one-line ``TrackingError``s."""
+    if _is_server(tracking_uri):
+        # MLflow retries a dead server for minutes; one short probe gives a clear error at once.
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"MLflow tracking server {tracking_uri}: no answer at {url} ({_first_line(err)})") from None
+    elif tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.parent.is_dir():
+            raise TrackingError(f"MLflow tracking URI {tracking_uri}: folder {path.parent} does not exist")
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as err:  # MLflow raises several types for a bad URI
+        raise TrackingError(f"MLflow tracking URI {tracking_uri}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+
+
+# -- driver side: experiment and parent runs -----------------------------------------------------
+
+
+def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | Path | None = None) -> str:
+    """The id of experiment ``name``, created if missing (one experiment per study).
+
+    ``artifact_root`` applies to a local store (sqlite or file): a new experiment keeps its
+    artifacts in ``<artifact_root>/<name>``. A tracking server decides that itself (its
+    ``--artifacts-destination``), so there the argument is ignored.
+    """
+    client = _client(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = None
+            if artifact_root is not None and not _is_server(tracking_uri):
+                location = (Path(artifact_root).resolve() / _safe_name(name)).as_uri()
+            try:
+                return client.create_experiment(name, artifact_location=location)
+            except Exception:
+                # Another driver may have created it between the lookup and here.
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+    except TrackingError:
+        raise
+    except Exception as err:
+        raise TrackingError(f"MLflow tracking URI {tracking_uri}: experiment {name!r}: {_first_line(err)}") from None
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow tracking URI {tracking_uri}: experiment {name!r} (id {experiment.experiment_id}) is deleted; "
+            f"restore it (mlflow experiments restore --experiment-id {experiment.experiment_id}) or use another study name"
+        )
+    return experiment.experiment_id
+
+
+def start_parent_run(
+    experiment_id: str,
+    stage: str,
+    study_name: str,
+    spec_dict: Mapping[str, Any],
+    tracking_uri: str,
+    resume: bool,
+) -> str:
+    """Start (or, with ``resume``, reuse) the parent run of one sweep stage; returns its run id.
+
+    The resolved spec is logged as ``spec.yaml``. On resume the newest parent run with the
+    same study and stage is reopened, so a resumed sweep adds trials under the same parent.
+    """
+    client = _client(tracking_uri)
+    if resume:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_STAGE_PARENT}` = {_literal(stage)} "
+                f"and tags.`{TAG_STUDY}` = {_literal(study_name)}"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            _log_yaml(client, run_id, dict(spec_dict), SPEC_ARTIFACT)
+            return run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{study_name}-{stage}",
+        tags={TAG_KIND: "parent", TAG_STAGE_PARENT: stage, TAG_STUDY: study_name},
+    )
+    _log_yaml(client, run.info.run_id, dict(spec_dict), SPEC_ARTIFACT)
+    return run.info.run_id
+
+
+def finish_parent(run_id: str, summary: Mapping[str, Any], tracking_uri: str, status: str = "FINISHED") -> None:
+    """Close a parent run: numbers in ``summary`` become metrics, other values tags; all go to ``summary.yaml``.
+
+    ``status`` is an MLflow run status (``FINISHED``, ``FAILED``, ``KILLED``).
+    """
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"finish_parent: status must be FINISHED, FAILED or KILLED, found {status!r}")
+    client = _client(tracking_uri)
+    flat = flatten(dict(summary))
+    metrics = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tags = {k: _param_value(v) for k, v in flat.items() if k not in metrics}
+    _log_batch(client, run_id, metrics=_metric_list(metrics, step=0), tags=tags)
+    _log_yaml(client, run_id, flat, "summary.yaml")
+    client.set_terminated(run_id, status=status)
+
+
+def find_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str) -> str | None:
+    """Run id of the child run of ``trial_key`` under ``parent_run_id``, or None."""
+    client = _client(tracking_uri)
+    run = _find_child(client, parent_run_id, trial_key)
+    return run.info.run_id if run is not None else None
+
+
+# -- trial side -------------------------------------------------------------------------------
+
+
+class TrialTracker:
+    """Logs one trial as a child run; built in the trial process from plain strings.
+
+    After a successful ``start`` no MLflow error stops training: a failed call logs one
+    warning (per tracker) and is counted in ``failures``. ``start`` itself raises
+    ``TrackingError`` for an unreachable or wrong tracking URI.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_key: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.trial_key = trial_key
+        self.run_id: str | None = None
+        self.resumed = False
+        """True when ``start`` reopened the run of an earlier attempt of this trial."""
+        self.failures = 0
+        self._client: MlflowClient | None = None
+        self._warned = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The client holds connections; a copy in another process makes its own.
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = _client(self.tracking_uri)
+        return self._client
+
+    def start(self, params: Mapping[str, Any], tags: Mapping[str, Any], run_name: str | None = None) -> str:
+        """Create the child run, or reuse the one an earlier attempt of this trial made; returns its id.
+
+        ``params``: the trial config, flat (``{"optim/lr": ...}``) or nested. ``tags``: e.g.
+        ``trial_tags(cfg)``. A reused run keeps the params it has (MLflow params cannot
+        change) and gets the missing ones.
+        """
+        client = self.client
+        flat = {k: _param_value(v) for k, v in flatten(dict(params)).items()}
+        all_tags = {
+            TAG_KIND: "trial",
+            TAG_TRIAL_KEY: self.trial_key,
+            TAG_PARENT: self.parent_run_id,
+            **{k: _param_value(v) for k, v in tags.items()},
+        }
+        try:
+            existing = _find_child(client, self.parent_run_id, self.trial_key)
+            if existing is None:
+                run = client.create_run(self.experiment_id, run_name=run_name or self.trial_key, tags=all_tags)
+                self.run_id = run.info.run_id
+                self.resumed = False
+                _log_batch(client, self.run_id, params=flat)
+                return self.run_id
+            self.run_id = existing.info.run_id
+            self.resumed = True
+            client.update_run(self.run_id, status="RUNNING")
+            logged = existing.data.params
+            changed = sorted(k for k, v in flat.items() if k in logged and logged[k] != v)
+            if changed:
+                log.warning("trial %s: run %s keeps its logged params; changed now: %s",
+                            self.trial_key, self.run_id, ", ".join(changed))
+            _log_batch(client, self.run_id, params={k: v for k, v in flat.items() if k not in logged}, tags=all_tags)
+            return self.run_id
+        except Exception as err:
+            raise TrackingError(
+                f"MLflow tracking URI {self.tracking_uri}: cannot start the run of trial {self.trial_key!r} "
+                f"under parent {self.parent_run_id}: {_first_line(err)}"
+            ) from None
+
+    def log_epoch(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log one epoch's numeric metrics at ``step`` (the epoch number); other values are skipped."""
+        numeric = {k: v for k, v in metrics.items() if _is_number(v)}
+        self._safe("log_epoch", lambda: _log_batch(self.client, self._run(), metrics=_metric_list(numeric, step)))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Add or overwrite tags (e.g. ``parameter_count`` once the model is built)."""
+        self._safe("set_tags", lambda: _log_batch(
+            self.client, self._run(), tags={k: _param_value(v) for k, v in tags.items()}))
+
+    def log_config(self, config: ExperimentConfig | Mapping[str, Any]) -> None:
+        """The trial's full config as ``config.yaml``."""
+        raw = config.to_dict() if isinstance(config, ExperimentConfig) else dict(config)
+        self._safe("log_config", lambda: _log_yaml(self.client, self._run(), raw, CONFIG_ARTIFACT))
+
+    def log_best_checkpoint(self, directory: str | Path) -> None:
+        """The files of the best epoch's checkpoint folder (``checkpoint.pt``) under ``checkpoint/``."""
+        path = Path(directory)
+
+        def upload() -> None:
+            if path.is_file():
+                self.client.log_artifact(self._run(), str(path), CHECKPOINT_DIR)
+            elif path.is_dir() and any(path.iterdir()):
+                self.client.log_artifacts(self._run(), str(path), CHECKPOINT_DIR)
+            else:
+                raise FileNotFoundError(f"{path}: no checkpoint to log")
+
+        self._safe("log_best_checkpoint", upload)
+
+    def log_preview(self, png_path: str | Path) -> None:
+        """A prediction picture (``depthcore.viz``) under ``preview/``."""
+        self._safe("log_preview", lambda: self.client.log_artifact(self._run(), str(png_path), PREVIEW_DIR))
+
+    def finish(self, state: str) -> None:
+        """End the run: ``completed``, ``stopped_early`` (both FINISHED) or ``failed`` (FAILED)."""
+        if state not in TRIAL_STATES:
+            raise ValueError(f"finish: state must be one of {', '.join(TRIAL_STATES)}, found {state!r}")
+
+        def close() -> None:
+            run_id = self._run()
+            self.client.set_tag(run_id, TAG_TRIAL_STATE, state)
+            self.client.set_terminated(run_id, status=TRIAL_STATES[state])
+
+        self._safe("finish", close)
+
+    # -- internals --
+
+    def _run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before logging")
+        return self.run_id
+
+    def _safe(self, what: str, action: Any) -> None:
+        if self.run_id is None:
+            raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before {what}")
+        try:
+            action()
+        except Exception as err:
+            # Tracking is a record of the training, not a reason to stop it.
+            self.failures += 1
+            if not self._warned:
+                self._warned = True
+                log.warning("trial %s: MLflow %s failed (%s); training goes on, further tracking errors "
+                            "are counted but not shown", self.trial_key, what, _first_line(err))
+
+
+# -- tags describing a trial --------------------------------------------------------------------
+
+
+def trial_tags(
+    config: ExperimentConfig,
+    *,
+    parameter_count: int | None = None,
+    stage1_run_id: str | None = None,
+) -> dict[str, str]:
+    """``architecture``, ``stage``, ``encoder``, ``parameter_count`` (and ``stage1_run_id``) of a trial.
+
+    Stage ``diw`` trains the stage-1 checkpoint's model, so its model is read from
+    ``train.init_checkpoint``, not from ``config.model``. Without ``parameter_count`` the
+    model is built (without pretrained weights) to count its parameters.
+    """
+    if config.train.stage == "diw" and config.train.init_checkpoint:
+        from depthcore.checkpoint import load_checkpoint
+
+        spec = load_checkpoint(config.train.init_checkpoint)["model"]
+        name, args = spec["name"], dict(spec["args"])
+    else:
+        name, args = config.model.name, dict(config.model.args)
+    tags = {TAG_STAGE: config.train.stage, **describe_model(name, args, parameter_count)}
+    if stage1_run_id is not None:
+        tags[TAG_STAGE1_RUN] = stage1_run_id
+    return tags
+
+
+def describe_model(name: str, args: Mapping[str, Any], parameter_count: int | None = None) -> dict[str, str]:
+    """``{"architecture": "unetpp", "encoder": "mobilenet_v2", "parameter_count": "3250281"}``.
+
+    ``architecture`` is the family (a preset such as ``unetpp_3m`` maps to ``unetpp``);
+    ``encoder`` is U-Net++'s encoder, or for LR-ASPP its backbone ``mobilenet_v3_<size>``
+    with ``_x<width_mult>`` when widened.
+    """
+    from depthcore._registry import MODELS
+    from depthcore.models import PRESETS, count_parameters, model_from_spec
+    from sweep.space import family
+
+    architecture = family(name)
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(MODELS.get(architecture)).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    preset_args = dict(PRESETS[name].args) if name in PRESETS else {}
+    resolved = {**defaults, **preset_args, **args}
+    if architecture == "lraspp":
+        width = float(resolved.get("width_mult", 1.0))
+        encoder = f"mobilenet_v3_{resolved.get('size', 'large')}" + ("" if width == 1.0 else f"_x{width:g}")
+    else:
+        encoder = str(resolved.get("encoder", ""))
+    if parameter_count is None:
+        parameter_count = count_parameters(model_from_spec({"name": name, "args": dict(args)}))["total"]
+    return {TAG_ARCHITECTURE: architecture, TAG_ENCODER: encoder, TAG_PARAMETER_COUNT: str(int(parameter_count))}
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+
+def _find_child(client: MlflowClient, parent_run_id: str, trial_key: str) -> Any:
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{TAG_PARENT}` = {_literal(parent_run_id)} and tags.`{TAG_TRIAL_KEY}` = {_literal(trial_key)}",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _literal(value: str) -> str:
+    """A string literal for MLflow's search filter (which has no escapes: pick the other quote)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"MLflow search: a value may not contain both quote characters, found {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    # MLflow refuses longer values; the full config is in config.yaml anyway.
+    return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
+
+
+def _metric_list(metrics: Mapping[str, Any], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+
+
+def _log_batch(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    metrics: list[Metric] | None = None,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """``log_batch`` in chunks within MLflow's per-request limits."""
+    metrics = metrics or []
+    param_list = [Param(k, v) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, v) for k, v in (tags or {}).items()]
+    for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
+    for i in range(0, len(param_list), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=param_list[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    for i in range(0, len(tag_list), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, tags=tag_list[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+
+
+def _log_yaml(client: MlflowClient, run_id: str, data: Mapping[str, Any], name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+        client.log_artifact(run_id, str(path))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples, paths and other objects -> YAML-safe lists and strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return str(value)

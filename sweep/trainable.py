@@ -1,0 +1,111 @@
+"""One trial: sampled parameters -> depthcore config -> ``depthcore.engine.fit(report=...)``.
+
+This module and ``tuner.py`` are the only places that know Ray Tune's reporting API.
+The engine calls ``report(metrics, checkpoint_dir)`` once per epoch; the adapter
+forwards it to ``ray.tune.report`` with a checkpoint, logs the epoch to the trial's
+MLflow run, and — whenever the validation metric improves — logs that epoch's
+checkpoint and a preview image, so even a trial that ASHA stops early leaves its best
+checkpoint in MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+from ray.tune import Checkpoint
+
+from depthcore.checkpoint import model_from_checkpoint
+from depthcore.config import ExperimentConfig, flatten
+from depthcore.engine import fit
+from depthcore.loaders import nyu_dataset
+from depthcore.viz import preview_predictions
+from sweep.space import SweepSpec
+from sweep.tracking import TrialTracker, trial_tags
+
+STAGE1_PARAM = "stage1_trial"
+"""Stage-2 parameter naming the stage-1 trial whose best checkpoint is fine-tuned."""
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one stage needs besides its sampled parameters (picklable)."""
+
+    spec: SweepSpec
+    stage: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    threads: int
+    study_name: str
+    data_paths: dict[str, str] = field(default_factory=dict)
+    """Flat ``data/...`` paths prepared for the trials (e.g. the resized NYU cache)."""
+    stage1: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Stage 2 only: stage-1 trial id -> ``{"checkpoint", "run_id", "trial_id"}``."""
+
+
+def trial_key(study: str, stage: str, trial_id: str) -> str:
+    """Identifies one trial across retries and resumes: the MLflow run is looked up by it."""
+    return f"{study}/{stage}/{trial_id}"
+
+
+def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) -> tuple[ExperimentConfig, dict[str, str]]:
+    """The depthcore config of a trial, and its lineage tags (stage 2)."""
+    flat = flatten(params)
+    lineage: dict[str, str] = {}
+    extra = {**ctx.data_paths, "train/out_dir": out_dir, "train/threads": ctx.threads, "train/verbose": False}
+    if ctx.stage == "diw":
+        parent = ctx.stage1[str(flat.pop(STAGE1_PARAM))]
+        extra["train/init_checkpoint"] = parent["checkpoint"]
+        lineage = {"stage1_run_id": parent["run_id"], "stage1_trial": parent["trial_id"]}
+    raw = ctx.spec.trial_config(ctx.stage, flat, **extra)
+    raw.setdefault("train", {})["stage"] = ctx.stage
+    return ExperimentConfig.from_dict(raw, source=f"trial config ({ctx.stage})"), lineage
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: ``config`` holds the sampled parameters (nested by ``/``)."""
+    tune_ctx = ray.tune.get_context()
+    trial_id = tune_ctx.get_trial_id()
+    out_dir = str(Path(tune_ctx.get_trial_dir()) / "train")
+    cfg, lineage = build_trial_config(ctx, config, out_dir)
+    tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), "ray_trial_id": trial_id}
+    tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id,
+                           trial_key(ctx.study_name, ctx.stage, trial_id))
+    params = cfg.flat()
+    if lineage:
+        params["stage1_trial"] = lineage["stage1_trial"]
+    tracker.start(params=params, tags=tags, run_name=f"{ctx.stage}-{trial_id}")
+    tracker.log_config(cfg.to_dict())
+    metric, mode = ctx.spec.stages[ctx.stage].metric, ctx.spec.stages[ctx.stage].mode
+    best = {"value": math.inf if mode == "min" else -math.inf}
+
+    def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        tracker.log_epoch(metrics, step=int(metrics["epoch"]))
+        value = metrics.get(metric, math.nan)
+        improved = math.isfinite(value) and (value < best["value"] if mode == "min" else value > best["value"])
+        if improved and checkpoint_dir is not None:
+            best["value"] = value
+            tracker.log_best_checkpoint(checkpoint_dir)
+            tracker.log_preview(_preview(cfg, checkpoint_dir))
+        checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(dict(metrics), checkpoint=checkpoint)
+
+    restored = ray.tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as path:
+            fit(cfg, report=report, resume_from=path)
+    else:
+        fit(cfg, report=report)
+
+
+def _preview(cfg: ExperimentConfig, checkpoint_dir: str) -> Path:
+    """Input | ground truth | prediction on the first validation frames (NYU)."""
+    model = model_from_checkpoint(checkpoint_dir)
+    data = nyu_dataset(cfg.replace(data={"augment": False}), "val")
+    path = Path(tempfile.mkdtemp(prefix="preview-")) / "preview.png"
+    return preview_predictions(model, data, path, n=4)

@@ -1,0 +1,165 @@
+"""Ray Tune for one sweep stage: Optuna TPE under a concurrency limit, ASHA early stopping.
+
+Ray's ``OptunaSearch`` tells Optuna that every trial that ended without an error
+COMPLETED — including ASHA-stopped ones — and leaves a trial that reported NaN
+RUNNING. ``TrueStateOptunaSearch`` records what happened: COMPLETE only when the
+trial ran all its epochs, PRUNED (with its last value) when the scheduler stopped
+it, FAIL for errors and non-finite metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune import CheckpointConfig, RunConfig
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from sweep.tracking import TrialTracker, find_trial_run
+from sweep.trainable import STAGE1_PARAM, TrialContext, run_trial, trial_key
+
+log = logging.getLogger(__name__)
+
+
+class TrueStateOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that records early-stopped trials as PRUNED and NaN/errors as FAIL."""
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
+        # let on_trial_complete mark the trial FAIL.
+        if value is not None and math.isfinite(value):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        value = (result or {}).get(self.metric)
+        epochs = int((result or {}).get("epoch", 0))
+        if error or value is None or not math.isfinite(value):
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        elif epochs < self._max_epochs:
+            # Optuna fills a pruned trial's value from its last reported intermediate value.
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(ot_trial, value, state=TrialState.COMPLETE)
+        self._completed_trials.add(trial_id)
+
+
+class TrialStateCallback(tune.Callback):
+    """Driver-side: when a trial ends, tag its MLflow run completed / stopped early / failed.
+
+    A trial stopped by ASHA never returns from its training function, so its final
+    state can only be known here.
+    """
+
+    def __init__(self, ctx: TrialContext, max_epochs: int) -> None:
+        self.ctx = ctx
+        self.max_epochs = max_epochs
+        self.states: dict[str, str] = {}
+
+    def _finish(self, trial: Trial, state: str) -> None:
+        self.states[trial.trial_id] = state
+        key = trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id)
+        tracker = TrialTracker(self.ctx.tracking_uri, self.ctx.experiment_id, self.ctx.parent_run_id, key)
+        tracker.run_id = find_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id, key)
+        if tracker.run_id is not None:  # None: the trial failed before it started its run
+            tracker.finish(state)
+        value = (trial.last_result or {}).get(self.ctx.spec.stages[self.ctx.stage].metric)
+        print(f"[{self.ctx.stage}] trial {trial.trial_id} {state.replace('_', ' ')} after "
+              f"{int((trial.last_result or {}).get('epoch', 0))} epoch(s): "
+              f"{self.ctx.spec.stages[self.ctx.stage].metric} {value}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        last = trial.last_result or {}
+        metric = self.ctx.spec.stages[self.ctx.stage].metric
+        value = last.get(metric)
+        if value is None or not math.isfinite(value):
+            self._finish(trial, "failed")
+        else:
+            self._finish(trial, "completed" if int(last.get("epoch", 0)) >= self.max_epochs else "stopped_early")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, "failed")
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+
+
+def study_exists(storage_url: str, name: str) -> bool:
+    return name in optuna.get_all_study_names(storage=optuna_storage(storage_url))
+
+
+def build_tuner(
+    ctx: TrialContext,
+    *,
+    storage_url: str,
+    optuna_study: str,
+    ray_dir: Path,
+    num_samples: int,
+    max_epochs: int,
+    stage1_choices: list[str] | None = None,
+) -> tune.Tuner:
+    """A ``Tuner`` for one stage of the sweep (not yet started)."""
+    spec, stage = ctx.spec, ctx.stage
+    stage_spec = spec.stages[stage]
+    # Stage 2 also chooses which top-k stage-1 checkpoint a trial fine-tunes.
+    extra = {STAGE1_PARAM: optuna.distributions.CategoricalDistribution(stage1_choices)} if stage1_choices else None
+    define_by_run = spec.sampler(stage, extra_space=extra)
+
+    sampler = optuna.samplers.TPESampler(
+        seed=spec.study.seed,
+        n_startup_trials=spec.study.n_startup_trials,
+        # Without a constant liar, concurrent workers ask TPE the same question and get the
+        # same answer; with it, running trials count as bad results while they run.
+        constant_liar=True,
+    )
+    searcher = TrueStateOptunaSearch(
+        space=define_by_run, metric=stage_spec.metric, mode=stage_spec.mode, sampler=sampler,
+        study_name=optuna_study, storage=optuna_storage(storage_url), max_epochs=max_epochs,
+    )
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs, grace_period=min(spec.scheduler.grace_period, max_epochs),
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=stage_spec.metric,
+            mode=stage_spec.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.study.max_concurrent),
+            scheduler=scheduler,
+            num_samples=num_samples,
+            time_budget_s=spec.study.time_budget_s,
+            # Short trials are dominated by actor start-up without reuse.
+            reuse_actors=True,
+        ),
+        run_config=RunConfig(
+            name=stage,
+            storage_path=str(ray_dir.resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=stage_spec.metric, checkpoint_score_order=stage_spec.mode,
+            ),
+            callbacks=[TrialStateCallback(ctx, max_epochs)],
+            verbose=1,
+        ),
+    )
