@@ -6,7 +6,7 @@ DATA   := data/synthetic
 RUNS   := runs/quickstart
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test venv clean
+.PHONY: quickstart baseline test venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +22,14 @@ $(DATA)/nyu_depth_v2_labeled.mat: | venv
 $(DATA)/nyu_cache_96.h5: $(DATA)/nyu_depth_v2_labeled.mat
 	$(PY) -m depthcore.data.prepare nyu --src $< --out $@ --size 96 96 --split-file $(DATA)/splits.mat
 
-# Both stages for both architectures on the synthetic dataset, then the test metrics.
-quickstart: venv $(DATA)/nyu_cache_96.h5
+# The main job: a TPE + ASHA sweep over both architectures and both stages on a generated
+# dataset in the real NYU/DIW file formats, tracked in MLflow (see README).
+quickstart: venv
+	$(PY) -m sweep.run search_spaces/quickstart.yaml
+
+# No sweep: one two-stage training run per architecture (the matched 3 M pair), then the
+# test metrics next to the constant-depth baseline.
+baseline: venv $(DATA)/nyu_cache_96.h5
 	@for arch in unetpp_3m lraspp_3m; do \
 	  $(PY) -m depthcore.train configs/quickstart_nyu.yaml --set model.name=$$arch --set train.out_dir=$(RUNS)/$$arch/nyu --test || exit $$?; \
 	  $(PY) -m depthcore.train configs/quickstart_diw.yaml --set train.init_checkpoint=$(RUNS)/$$arch/nyu/best \

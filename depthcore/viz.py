@@ -125,17 +125,17 @@ def _draw(
         bottom = fig_h - top - (r + 1) * row_h
         gt = np.ma.masked_array(depths[r], mask=~masks[r] | ~np.isfinite(depths[r]))
         vmin, vmax = _shared_range(gt.compressed(), preds[r])
-        panels = [
-            ("input", np.clip(images[r].transpose(1, 2, 0), 0.0, 1.0), {}),  # (H, W, 3)
-            ("ground truth", gt, {"cmap": cmap, "vmin": vmin, "vmax": vmax}),
-            ("prediction", preds[r], {"cmap": cmap, "vmin": vmin, "vmax": vmax}),
-        ]
-        shown = None
-        for c, (label, data, style) in enumerate(panels):
+        axes = []
+        for c, label in enumerate(("input", "ground truth", "prediction")):
             ax = fig.add_axes((c * PANEL_INCHES / fig_w, bottom / fig_h, PANEL_INCHES / fig_w, panel_h / fig_h))
-            shown = ax.imshow(data, interpolation="nearest", aspect="auto", **style)
             ax.set_title(label, fontsize=8, pad=2)
             ax.set_axis_off()
+            axes.append(ax)
+        image = np.clip(images[r].transpose(1, 2, 0), 0.0, 1.0)  # (H, W, 3)
+        axes[0].imshow(image, interpolation="nearest", aspect="auto")
+        # One colour scale for both depth panels, so a wrong scale shows as a brightness change.
+        axes[1].imshow(gt, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
+        shown = axes[2].imshow(preds[r], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
         bar = fig.add_axes(((3 * PANEL_INCHES + 0.1) / fig_w, bottom / fig_h, 0.12 / fig_w, panel_h / fig_h))
         colorbar = fig.colorbar(shown, cax=bar)
         colorbar.set_label("depth (m)", fontsize=7)

@@ -15,6 +15,8 @@ from ray import tune
 from depthcore.data import generate_synthetic, prepare_nyu_cache
 from sweep.space import SpecError, SweepSpec
 from sweep.tracking import (
+    TAG_ARCHITECTURE,
+    TAG_TRIAL_STATE,
     default_artifact_root,
     default_tracking_uri,
     ensure_experiment,
@@ -171,13 +173,13 @@ def _best_per_architecture(results: tune.ResultGrid, ctx: TrialContext) -> dict[
         trial_id = result.metrics["trial_id"]
         run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/{ctx.stage}/{trial_id}")
         tags = client.get_run(run_id).data.tags if run_id else {}
-        arch = tags.get("architecture", "?")
+        arch = tags.get(TAG_ARCHITECTURE, "?")
         current = best.get(arch)
         if current is None or (value < current["value"] if stage.mode == "min" else value > current["value"]):
             checkpoint = result.get_best_checkpoint(stage.metric, stage.mode)
             best[arch] = {
                 "value": value, "metric": stage.metric, "trial_id": trial_id, "run_id": run_id or "",
-                "epoch": int(df["epoch"][row]), "state": tags.get("trial_state", "?"),
+                "epoch": int(df["epoch"][row]), "state": tags.get(TAG_TRIAL_STATE, "?"),
                 "params": {k: v for k, v in result.config.items()},
                 "metrics": {k: float(df[k][row]) for k in df.columns
                             if k.startswith("val/") and isinstance(df[k][row], float) and math.isfinite(df[k][row])},

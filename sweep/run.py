@@ -19,7 +19,15 @@ import yaml
 
 from sweep.space import SpecError, SweepSpec, load_spec
 
-SMOKE_OVERRIDES = ["fixed.train/epochs=1"]
+
+def smoke_overrides(spec: SweepSpec) -> list[str]:
+    """Two trials per stage, one epoch each (a stage's own fixed epochs included)."""
+    out = ["fixed.train/epochs=1"]
+    for name, stage in spec.stages.items():
+        out.append(f"stages.{name}.num_samples=2")
+        if "train/epochs" in stage.fixed:
+            out.append(f"stages.{name}.fixed.train/epochs=1")
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,11 +75,10 @@ def sweep_dir_for(spec: SweepSpec, resume: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = list(args.overrides)
-    if args.smoke_test:
-        overrides = SMOKE_OVERRIDES + [f"stages.{s}.num_samples=2" for s in ("nyu", "diw")] + overrides
     try:
-        spec = load_spec(args.spec, overrides)
+        spec = load_spec(args.spec, args.overrides)
+        if args.smoke_test:
+            spec = load_spec(args.spec, smoke_overrides(spec) + args.overrides)
         stages = [s for s in ("nyu", "diw") if s in spec.stages and args.stage in ("all", s)]
         if not stages:
             raise SpecError(f"{args.spec}: stages: no stage to run for --stage {args.stage}")

@@ -26,11 +26,20 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial
 
-from depthcore.config import ConfigError, DataConfig, TrainConfig, flatten, load_yaml, parse_override, set_dotted
+from depthcore.config import ConfigError, DataConfig, TrainConfig, flatten, load_yaml, set_dotted
 from depthcore.data.synthetic import NYU_NAME, SPLIT_NAME
 from depthcore.models import PRESETS, list_models
 from sweep import spec_parse
-from sweep.spec_validate import Checker, Entry, SpecError, check_stage_points, describe, dist_to_dict, representatives
+from sweep.spec_validate import (
+    DATA_PATHS,
+    Checker,
+    Entry,
+    SpecError,
+    check_stage_points,
+    describe,
+    dist_to_dict,
+    representatives,
+)
 
 __all__ = [
     "DataSpec",
@@ -129,8 +138,14 @@ class SyntheticSpec:
 
     def generator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``generate_synthetic`` (unset ones left to its defaults)."""
-        names = {"frames": "num_frames", "height": "height", "width": "width", "diw_train": "diw_train",
-                 "diw_test": "diw_test", "seed": "seed"}
+        names = {
+            "frames": "num_frames",
+            "height": "height",
+            "width": "width",
+            "diw_train": "diw_train",
+            "diw_test": "diw_test",
+            "seed": "seed",
+        }
         values = {arg: getattr(self, name) for name, arg in names.items() if getattr(self, name) is not None}
         return {"out_dir": self.out, **values}
 
@@ -158,10 +173,15 @@ class DataSpec:
         if self.synthetic is not None:
             out = Path(self.synthetic.out)
             # File names as depthcore.data.synthetic writes them (DIW_<name>.csv under diw/).
-            found = {"nyu_path": out / NYU_NAME, "split_file": out / SPLIT_NAME, "diw_root": out / "diw",
-                     "diw_train_csv": out / "diw" / "DIW_train_val.csv", "diw_test_csv": out / "diw" / "DIW_test.csv"}
+            found = {
+                "nyu_path": out / NYU_NAME,
+                "split_file": out / SPLIT_NAME,
+                "diw_root": out / "diw",
+                "diw_train_csv": out / "diw" / "DIW_train_val.csv",
+                "diw_test_csv": out / "diw" / "DIW_test.csv",
+            }
             return {f"data/{name}": str(path) for name, path in found.items()}
-        return {f"data/{name}": getattr(self, name) for name in spec_parse.DATA_PATHS if getattr(self, name)}
+        return {f"data/{name}": getattr(self, name) for name in DATA_PATHS if getattr(self, name)}
 
 
 @dataclass(frozen=True)
@@ -235,8 +255,10 @@ class SweepSpec:
 
     def stage_conditional(self, stage: str) -> Conditional:
         """Conditional parameters of ``stage``, for the parents it samples."""
-        return {parent: {value: {key: dist for key, (dist, _) in params.items()} for value, params in branches.items()}
-                for parent, branches in self._parts(stage)[2].items()}
+        return {
+            parent: {value: {key: dist for key, (dist, _) in params.items()} for value, params in branches.items()}
+            for parent, branches in self._parts(stage)[2].items()
+        }
 
     def sampler(self, stage: str, extra_space: Mapping[str, BaseDistribution] | None = None) -> StageSampler:
         """Define-by-run function for ``OptunaSearch(space=...)``; ``extra_space`` adds parameters
@@ -284,8 +306,10 @@ class SweepSpec:
             "data": asdict(self.data),
             "fixed": copy.deepcopy(self.fixed),
             "space": spaces(self.space),
-            "conditional": {parent: {value: spaces(params) for value, params in branches.items()}
-                            for parent, branches in self.conditional.items()},
+            "conditional": {
+                parent: {value: spaces(params) for value, params in branches.items()}
+                for parent, branches in self.conditional.items()
+            },
             "stages": stages,
             "scheduler": asdict(self.scheduler),
             "resources": asdict(self.resources),
@@ -302,13 +326,18 @@ class SweepSpec:
         kept = {key: value for key, value in self.fixed.items() if not (stage == "diw" and spec_parse.diw_drops(key))}
         fixed = {key: (value, f"fixed.{key}") for key, value in kept.items() if key not in own.space}
         fixed.update({key: (value, f"stages.{stage}.fixed.{key}") for key, value in own.fixed.items()})
-        space = {key: (dist, f"space.{key}") for key, dist in self.space.items()
-                 if key not in own.fixed and not (stage == "diw" and spec_parse.diw_drops(key))}
+        space = {
+            key: (dist, f"space.{key}")
+            for key, dist in self.space.items()
+            if key not in own.fixed and not (stage == "diw" and spec_parse.diw_drops(key))
+        }
         space.update({key: (dist, f"stages.{stage}.space.{key}") for key, dist in own.space.items()})
         conditional: dict[str, dict[Any, dict[str, Entry]]] = {}
         for parent, branches in self.conditional.items():
-            labelled = {value: {key: (dist, f"conditional.{parent}.{value}.{key}") for key, dist in params.items()}
-                        for value, params in branches.items()}
+            labelled = {
+                value: {key: (dist, f"conditional.{parent}.{value}.{key}") for key, dist in params.items()}
+                for value, params in branches.items()
+            }
             if parent in space:
                 conditional[parent] = labelled
             elif parent in fixed:
@@ -326,11 +355,6 @@ def family(model_name: str) -> str:
 
 # -- loading ---------------------------------------------------------------------------------
 
-# Spec keys holding paths; relative ones are relative to the spec file (or, from --set, the
-# current folder).
-_PATH_KEYS = [("data", name) for name in spec_parse.DATA_PATHS] + [("data", "synthetic", "out"),
-                                                                    ("study", "output_dir")]
-
 
 def load_spec(path: str | Path, overrides: list[str] | None = None, *, check_files: bool = True) -> SweepSpec:
     """Read, override and validate a sweep spec; raises :class:`SpecError` (one line) on a mistake.
@@ -346,41 +370,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, *, check_fil
         raw = load_yaml(path)
     except ConfigError as err:
         raise SpecError(str(err)) from None
-    _resolve_paths(raw, path.resolve().parent)
+    spec_parse.resolve_paths(raw, path.resolve().parent)
     for item in overrides or []:
-        _apply_override(chk, raw, item)
-    _resolve_paths(raw, Path.cwd())
+        spec_parse.apply_override(chk, raw, item)
+    spec_parse.resolve_paths(raw, Path.cwd())
     return _build(chk, raw, path, check_files)
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for keys in _PATH_KEYS:
-        node: Any = raw
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-            node[keys[-1]] = str((base / Path(node[keys[-1]]).expanduser()).resolve())
-    study = raw.get("study")
-    prefix = "sqlite:///"  # an Optuna storage URL whose database file may be relative
-    if isinstance(study, dict) and isinstance(study.get("storage"), str) and study["storage"].startswith(prefix):
-        database = Path(study["storage"][len(prefix):])
-        if not database.is_absolute():
-            study["storage"] = prefix + str((base / database).resolve())
-
-
-def _apply_override(chk: Checker, raw: dict[str, Any], item: str) -> None:
-    if "=" not in item:
-        chk.fail(f"--set {item}", "key=value", "no '='")
-    key, value = parse_override(item)
-    parts = key.split(".")
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            chk.fail(f"--set {key}", f"{'.'.join(parts[:depth + 1])} to be a mapping", describe(node))
-    node[parts[-1]] = value
 
 
 def _build(chk: Checker, raw: dict[str, Any], path: Path, check_files: bool) -> SweepSpec:
@@ -419,5 +413,8 @@ def _check_stage(chk: Checker, spec: SweepSpec, stage: str) -> None:
         base["train/init_checkpoint"] = ("stage-1 checkpoint", f"stages.{stage}")
     check_stage_points(chk, base, *spec._parts(stage))
     if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_epochs(stage):
-        chk.fail("scheduler.grace_period", f"at most the {spec.max_epochs(stage)} epochs of stage {stage}",
-                 describe(spec.scheduler.grace_period))
+        chk.fail(
+            "scheduler.grace_period",
+            f"at most the {spec.max_epochs(stage)} epochs of stage {stage}",
+            describe(spec.scheduler.grace_period),
+        )

@@ -1,4 +1,4 @@
-"""Section readers for ``sweep.space.load_spec``: raw YAML mappings -> checked plain values.
+"""Raw-spec steps of ``sweep.space.load_spec``: paths, ``--set`` overrides and section readers.
 
 Each ``parse_*`` returns the keyword arguments of the matching dataclass in ``sweep.space``
 (or plain dicts for ``fixed``, ``space`` and ``conditional``), failing with a one-line
@@ -13,10 +13,10 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility
 
-from depthcore.config import flatten
+from depthcore.config import flatten, parse_override
 from depthcore.engine import SELECTION
 from depthcore.metrics import DEPTH_METRIC_KEYS, HIGHER_IS_BETTER
-from sweep.spec_validate import Checker, check_config_key, describe, dist_to_dict, join, parse_distribution
+from sweep.spec_validate import DATA_PATHS, Checker, check_config_key, describe, dist_to_dict, join, parse_distribution
 
 STAGES = ("nyu", "diw")
 """Stage names in the order they run; each is also the trials' ``train/stage``."""
@@ -28,10 +28,9 @@ STAGE_METRICS = {
 """Metrics each stage's trials report per epoch (``depthcore.engine.fit``)."""
 
 DIW_DROPS = ("model/", "train/loss")
-"""Key prefixes stage ``diw`` ignores: it fine-tunes the stage-1 model with the ranking loss."""
+"""Keys stage ``diw`` ignores (``/`` at the end: every key below): it fine-tunes the stage-1
+model with the ranking loss."""
 
-DATA_PATHS = {"nyu_path": "file", "split_file": "file", "diw_root": "folder", "diw_train_csv": "file",
-              "diw_test_csv": "file"}
 SYNTHETIC_KEYS = ("out", "frames", "height", "width", "diw_train", "diw_test", "seed")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -41,10 +40,53 @@ def diw_drops(key: str) -> bool:
     return any(key == prefix or (prefix.endswith("/") and key.startswith(prefix)) for prefix in DIW_DROPS)
 
 
+# Spec keys holding paths; relative ones are relative to the spec file (or, from --set, the
+# current folder).
+_PATH_KEYS = [("data", name) for name in DATA_PATHS] + [
+    ("data", "synthetic", "out"),
+    ("study", "output_dir"),
+]
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a raw spec absolute against ``base``, in place."""
+    for keys in _PATH_KEYS:
+        node: Any = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = str((base / Path(node[keys[-1]]).expanduser()).resolve())
+    study = raw.get("study")
+    prefix = "sqlite:///"  # an Optuna storage URL whose database file may be relative
+    if isinstance(study, dict) and isinstance(study.get("storage"), str) and study["storage"].startswith(prefix):
+        database = Path(study["storage"][len(prefix) :])
+        if not database.is_absolute():
+            study["storage"] = prefix + str((base / database).resolve())
+
+
+def apply_override(chk: Checker, raw: dict[str, Any], item: str) -> None:
+    """Apply one ``--set`` item (``space.optim/lr.high=1.0e-2``) to a raw spec, in place."""
+    if "=" not in item:
+        chk.fail(f"--set {item}", "key=value", "no '='")
+    key, value = parse_override(item)
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            chk.fail(f"--set {key}", f"{'.'.join(parts[: depth + 1])} to be a mapping", describe(node))
+    node[parts[-1]] = value
+
+
 def parse_study(chk: Checker, raw: Any, default_name: str) -> dict[str, Any]:
     raw = chk.mapping("study", raw)
-    chk.only_keys("study", raw, ("name", "seed", "max_concurrent", "time_budget_s", "storage", "output_dir",
-                                 "timestamp", "n_startup_trials"))
+    chk.only_keys(
+        "study",
+        raw,
+        ("name", "seed", "max_concurrent", "time_budget_s", "storage", "output_dir", "timestamp", "n_startup_trials"),
+    )
     name = chk.string("study.name", raw.get("name", default_name))
     if not _STUDY_NAME.match(name):
         chk.fail("study.name", "letters, digits and _ . - (it names folders and runs)", describe(name))
@@ -56,7 +98,8 @@ def parse_study(chk: Checker, raw: Any, default_name: str) -> dict[str, Any]:
         "time_budget_s": chk.optional(chk.number, "study.time_budget_s", raw.get("time_budget_s"), above=0),
         "storage": chk.optional(chk.string, "study.storage", raw.get("storage")),
         # Not in the file: relative to where the sweep is started, like a --set path.
-        "output_dir": chk.string("study.output_dir", output_dir) if output_dir is not None
+        "output_dir": chk.string("study.output_dir", output_dir)
+        if output_dir is not None
         else str(Path("runs/sweeps").resolve()),
         "timestamp": chk.boolean("study.timestamp", raw.get("timestamp", False)),
         "n_startup_trials": chk.integer("study.n_startup_trials", raw.get("n_startup_trials", 10), minimum=0),
@@ -69,8 +112,11 @@ def parse_data(chk: Checker, raw: Any, stages: tuple[str, ...], check_files: boo
     raw = chk.mapping("data", raw)
     chk.only_keys("data", raw, ("synthetic", *DATA_PATHS, "cache_size"))
     cache_size = raw.get("cache_size")
-    if cache_size is not None and (not isinstance(cache_size, list) or len(cache_size) != 2
-                                   or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in cache_size)):
+    if cache_size is not None and (
+        not isinstance(cache_size, list)
+        or len(cache_size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in cache_size)
+    ):
         chk.fail("data.cache_size", "[H, W] with integers >= 8, or null", describe(cache_size))
     paths = {name: chk.optional(chk.string, f"data.{name}", raw.get(name)) for name in DATA_PATHS}
     given = [name for name, path in paths.items() if path is not None]
@@ -82,8 +128,9 @@ def parse_data(chk: Checker, raw: Any, stages: tuple[str, ...], check_files: boo
     for stage in stages:
         for name in needed[stage]:
             if paths[name] is None:
-                chk.fail(f"data.{name}", f"a path for stage {stage} (or data.synthetic instead of real paths)",
-                         "nothing")
+                chk.fail(
+                    f"data.{name}", f"a path for stage {stage} (or data.synthetic instead of real paths)", "nothing"
+                )
     if check_files:
         for name, path in paths.items():
             kind = DATA_PATHS[name]
@@ -98,18 +145,20 @@ def _parse_synthetic(chk: Checker, raw: Any) -> dict[str, Any]:
     if "out" not in raw:
         chk.fail("data.synthetic.out", "the folder to write the synthetic dataset to", "nothing")
     minimum = {"frames": 2, "height": 8, "width": 8, "diw_train": 1, "diw_test": 1, "seed": 0}
-    values = {name: chk.optional(chk.integer, f"data.synthetic.{name}", raw.get(name), minimum=low)
-              for name, low in minimum.items()}
+    values = {
+        name: chk.optional(chk.integer, f"data.synthetic.{name}", raw.get(name), minimum=low)
+        for name, low in minimum.items()
+    }
     return {"out": chk.string("data.synthetic.out", raw["out"]), **values}
 
 
 def parse_fixed(chk: Checker, key: str, raw: Any) -> dict[str, Any]:
     """Flat ``{"train/epochs": 2, ...}``; nested mappings (``train: {epochs: 2}``) are flattened."""
-    fixed = flatten(chk.mapping(key, raw))
+    # An empty mapping sets nothing; kept, it would wipe sampled keys below it when Ray unflattens.
+    fixed = {name: value for name, value in flatten(chk.mapping(key, raw)).items() if value != {}}
     for name in fixed:
         check_config_key(chk, join(key, name), name)
-    # An empty mapping sets nothing; kept, it would wipe sampled keys below it when Ray unflattens.
-    return {name: value for name, value in fixed.items() if value != {}}
+    return fixed
 
 
 def parse_space(chk: Checker, key: str, raw: Any) -> dict[str, BaseDistribution]:
@@ -146,19 +195,30 @@ def parse_stages(chk: Checker, raw: Any) -> dict[str, dict[str, Any]]:
 def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
     key = f"stages.{stage}"
     raw = chk.mapping(key, raw)
-    chk.only_keys(key, raw, ("metric", "mode", "num_samples", "fixed", "space", *(("top_k",) if stage == "diw" else ())))
+    chk.only_keys(
+        key, raw, ("metric", "mode", "num_samples", "fixed", "space", *(("top_k",) if stage == "diw" else ()))
+    )
     metric = chk.string(f"{key}.metric", raw.get("metric", SELECTION[stage][0]), choices=STAGE_METRICS[stage])
     better = "max" if metric.removeprefix("val/") in HIGHER_IS_BETTER else "min"
     mode = chk.string(f"{key}.mode", raw.get("mode", better), choices=("min", "max"))
     if mode != better:
-        chk.fail(f"{key}.mode", f"{better} for {metric} ({'higher' if better == 'max' else 'lower'} is better)",
-                 describe(mode))
-    fixed, space = parse_fixed(chk, f"{key}.fixed", raw.get("fixed")), parse_space(chk, f"{key}.space", raw.get("space"))
+        chk.fail(
+            f"{key}.mode",
+            f"{better} for {metric} ({'higher' if better == 'max' else 'lower'} is better)",
+            describe(mode),
+        )
+    fixed, space = (
+        parse_fixed(chk, f"{key}.fixed", raw.get("fixed")),
+        parse_space(chk, f"{key}.space", raw.get("space")),
+    )
     for name in [*fixed, *space]:
         if stage == "diw" and diw_drops(name):
             where = f"{key}.fixed" if name in fixed else f"{key}.space"
-            chk.fail(join(where, name), "no model/* or train/loss key (stage diw fine-tunes the stage-1 model "
-                     "with the ranking loss)", describe(name))
+            chk.fail(
+                join(where, name),
+                "no model/* or train/loss key (stage diw fine-tunes the stage-1 model with the ranking loss)",
+                describe(name),
+            )
     return {
         "name": stage,
         "metric": metric,
@@ -190,9 +250,13 @@ def parse_resources(chk: Checker, raw: Any) -> dict[str, Any]:
     }
 
 
-def check_relations(chk: Checker, fixed: dict[str, Any], space: dict[str, BaseDistribution],
-                    stages: dict[str, dict[str, Any]], conditional: dict[str, dict[Any, dict[str, BaseDistribution]]]
-                    ) -> None:
+def check_relations(
+    chk: Checker,
+    fixed: dict[str, Any],
+    space: dict[str, BaseDistribution],
+    stages: dict[str, dict[str, Any]],
+    conditional: dict[str, dict[Any, dict[str, BaseDistribution]]],
+) -> None:
     """Keys set twice at one level, conditional parents, branch values and shared branch keys."""
     levels = [("", fixed, space)] + [(f"stages.{s}.", st["fixed"], st["space"]) for s, st in stages.items()]
     for prefix, level_fixed, level_space in levels:
@@ -206,13 +270,18 @@ def check_relations(chk: Checker, fixed: dict[str, Any], space: dict[str, BaseDi
         parent_key = join("conditional", parent)
         definitions = [dist for _, level in searched for name, dist in level.items() if name == parent]
         if not definitions or not all(isinstance(d, CategoricalDistribution) for d in definitions):
-            found = f"a {dist_to_dict(definitions[0])['type']} distribution" if definitions else "no parameter of that name"
+            found = (
+                f"a {dist_to_dict(definitions[0])['type']} distribution" if definitions else "no parameter of that name"
+            )
             chk.fail(parent_key, "a categorical parameter of space or stages.<stage>.space", found)
         choices = [c for d in definitions for c in d.choices]
         for value, params in branches.items():
             if value not in choices:
-                chk.fail(join(parent_key, value), f"a branch named after a choice of {parent} "
-                         f"({', '.join(map(str, dict.fromkeys(choices)))})", describe(value))
+                chk.fail(
+                    join(parent_key, value),
+                    f"a branch named after a choice of {parent} ({', '.join(map(str, dict.fromkeys(choices)))})",
+                    describe(value),
+                )
             for name, dist in params.items():
                 key = join(join(parent_key, value), name)
                 for where, level in elsewhere:

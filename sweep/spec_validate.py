@@ -32,16 +32,28 @@ _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", 
 _YAML_EXPONENT = re.compile(r"^[+-]?\d+[eE][+-]?\d+$")  # what PyYAML 1.1 leaves as a string
 _MAX_MODEL_POINTS = 512  # cap on argument combinations checked per model (each check is microseconds)
 
+DATA_PATHS = {
+    "nyu_path": "file",
+    "split_file": "file",
+    "diw_root": "folder",
+    "diw_train_csv": "file",
+    "diw_test_csv": "file",
+}
+"""Real-data keys of the spec's ``data`` section (also ``data/*`` config keys): file or folder."""
+
 # Keys the sweep fills in itself; a spec that sets them is mistaken about who owns them.
 RESERVED_KEYS = {
     "train/stage": "it is set by the stage name under stages",
     "train/init_checkpoint": "the sweep sets it to a stage-1 checkpoint",
     "train/out_dir": "the sweep sets it per trial under study.output_dir",
-    **{f"data/{name}": "set it in the data section"
-       for name in ("nyu_path", "split_file", "diw_root", "diw_train_csv", "diw_test_csv")},
+    **{f"data/{name}": "set it in the data section" for name in DATA_PATHS},
 }
 
-DIST_FIELDS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "step", "log"), "categorical": ("choices",)}
+DIST_FIELDS = {
+    "float": ("low", "high", "log", "step"),
+    "int": ("low", "high", "step", "log"),
+    "categorical": ("choices",),
+}
 DIST_EXAMPLE = "a distribution such as {type: float, low: 1.0e-5, high: 1.0e-2, log: true}"
 
 
@@ -157,7 +169,9 @@ def parse_distribution(chk: Checker, key: str, raw: Any) -> BaseDistribution:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a range that is not a multiple of step is reported below
         if kind == "int":
-            dist: FloatDistribution | IntDistribution = IntDistribution(int(low), int(high), log=log, step=int(step or 1))
+            dist: FloatDistribution | IntDistribution = IntDistribution(
+                int(low), int(high), log=log, step=int(step or 1)
+            )
         else:
             dist = FloatDistribution(low, high, log=log, step=step)
     if dist.high != high:
@@ -212,8 +226,7 @@ def check_config_key(chk: Checker, spec_key: str, key: Any) -> None:
     sections = config_sections()
     parts = key.split("/") if isinstance(key, str) else []
     if len(parts) < 2 or parts[0] not in sections:
-        chk.fail(spec_key, f"a depthcore config key <section>/<name> with section {', '.join(sections)}",
-                 describe(key))
+        chk.fail(spec_key, f"a depthcore config key <section>/<name> with section {', '.join(sections)}", describe(key))
     fields = [f.name for f in dataclasses.fields(sections[parts[0]])]
     if parts[1] not in fields:
         valid = ", ".join(f"{parts[0]}/{name}" for name in fields)
@@ -238,9 +251,13 @@ Entry = tuple[Any, str]
 """A value and the spec key path it came from (``fixed.train/epochs``, ``space.optim/lr.low``)."""
 
 
-def check_stage_points(chk: Checker, base: dict[str, Entry], fixed: dict[str, Entry],
-                       space: dict[str, tuple[BaseDistribution, str]],
-                       conditional: dict[str, dict[Any, dict[str, tuple[BaseDistribution, str]]]]) -> None:
+def check_stage_points(
+    chk: Checker,
+    base: dict[str, Entry],
+    fixed: dict[str, Entry],
+    space: dict[str, tuple[BaseDistribution, str]],
+    conditional: dict[str, dict[Any, dict[str, tuple[BaseDistribution, str]]]],
+) -> None:
     """Check every model and config a stage can produce, one conditional branch at a time.
 
     ``base`` holds what the sweep sets (data paths, ``train/stage``); the other arguments are
@@ -288,8 +305,11 @@ def _check_models(chk: Checker, options: dict[str, list[Entry]], origins: dict[s
         for key in arg_keys:
             arg = key.split("/")[2]
             if arg not in valid:
-                chk.fail(origins[key], f"an argument of model {name!r} ({', '.join(valid)})",
-                         f"{arg!r}{_with(note)}; to search it for some models only, put it under conditional: model/name")
+                chk.fail(
+                    origins[key],
+                    f"an argument of model {name!r} ({', '.join(valid)})",
+                    f"{arg!r}{_with(note)}; to search it for some models only, put it under conditional: model/name",
+                )
         points: list[dict[str, Any]] = [{}]
         for key in arg_keys:
             arg = key.split("/")[2]
@@ -316,8 +336,11 @@ def _check_config(chk: Checker, point: dict[str, Entry], note: str) -> None:
         text = str(err).removeprefix("config: ")
         config_key, _, problem = text.partition(": ")
         key = re.sub(r"\[\d+\]$", "", config_key).replace(".", "/")
-        origin = point[key][1] if key in point else next(
-            (entry[1] for name, entry in point.items() if name.startswith(key + "/")), config_key)
+        origin = (
+            point[key][1]
+            if key in point
+            else next((entry[1] for name, entry in point.items() if name.startswith(key + "/")), config_key)
+        )
         chk.fail_with(origin, f"{problem}{_with(note)}")
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
+import numbers
 import os
 import re
 import tempfile
@@ -38,11 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
+from depthcore._registry import MODELS
+from depthcore.checkpoint import load_checkpoint
 from depthcore.config import ExperimentConfig, flatten
+from depthcore.models import PRESETS, count_parameters, model_from_spec
+from sweep.space import family
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +103,8 @@ def _is_server(tracking_uri: str) -> bool:
 
 
 def _client(tracking_uri: str) -> MlflowClient:
-    """A client for ``tracking_uri``, checked to answer; errors become one-line ``TrackingError``s."""
+    """A client for ``tracking_uri``; a server that does not answer, a missing sqlite folder or
+    an unknown scheme raises a one-line ``TrackingError`` naming the URI."""
     if _is_server(tracking_uri):
         # MLflow retries a dead server for minutes; one short probe gives a clear error at once.
         url = tracking_uri.rstrip("/") + "/health"
@@ -151,8 +156,6 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | Path | 
                 experiment = client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
-    except TrackingError:
-        raise
     except Exception as err:
         raise TrackingError(f"MLflow tracking URI {tracking_uri}: experiment {name!r}: {_first_line(err)}") from None
     if experiment.lifecycle_stage == "deleted":
@@ -210,7 +213,7 @@ def finish_parent(run_id: str, summary: Mapping[str, Any], tracking_uri: str, st
         raise ValueError(f"finish_parent: status must be FINISHED, FAILED or KILLED, found {status!r}")
     client = _client(tracking_uri)
     flat = flatten(dict(summary))
-    metrics = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {k: v for k, v in flat.items() if _is_number(v)}
     tags = {k: _param_value(v) for k, v in flat.items() if k not in metrics}
     _log_batch(client, run_id, metrics=_metric_list(metrics, step=0), tags=tags)
     _log_yaml(client, run_id, flat, "summary.yaml")
@@ -222,6 +225,22 @@ def find_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str) -> str
     client = _client(tracking_uri)
     run = _find_child(client, parent_run_id, trial_key)
     return run.info.run_id if run is not None else None
+
+
+def finish_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str, state: str) -> str | None:
+    """Close a trial's child run from the driver; returns its run id, or None if it has none.
+
+    For trials whose process cannot do it: Ray ends a trial that the scheduler stops early (or
+    whose worker dies) without running the rest of its function, so a Tune callback on the
+    driver (``on_trial_complete`` / ``on_trial_error``) closes the run instead.
+    """
+    _check_state(state)
+    client = _client(tracking_uri)
+    run = _find_child(client, parent_run_id, trial_key)
+    if run is None:
+        return None
+    _close(client, run.info.run_id, state)
+    return run.info.run_id
 
 
 # -- trial side -------------------------------------------------------------------------------
@@ -333,15 +352,8 @@ class TrialTracker:
 
     def finish(self, state: str) -> None:
         """End the run: ``completed``, ``stopped_early`` (both FINISHED) or ``failed`` (FAILED)."""
-        if state not in TRIAL_STATES:
-            raise ValueError(f"finish: state must be one of {', '.join(TRIAL_STATES)}, found {state!r}")
-
-        def close() -> None:
-            run_id = self._run()
-            self.client.set_tag(run_id, TAG_TRIAL_STATE, state)
-            self.client.set_terminated(run_id, status=TRIAL_STATES[state])
-
-        self._safe("finish", close)
+        _check_state(state)
+        self._safe("finish", lambda: _close(self.client, self._run(), state))
 
     # -- internals --
 
@@ -380,8 +392,6 @@ def trial_tags(
     model is built (without pretrained weights) to count its parameters.
     """
     if config.train.stage == "diw" and config.train.init_checkpoint:
-        from depthcore.checkpoint import load_checkpoint
-
         spec = load_checkpoint(config.train.init_checkpoint)["model"]
         name, args = spec["name"], dict(spec["args"])
     else:
@@ -399,10 +409,6 @@ def describe_model(name: str, args: Mapping[str, Any], parameter_count: int | No
     ``encoder`` is U-Net++'s encoder, or for LR-ASPP its backbone ``mobilenet_v3_<size>``
     with ``_x<width_mult>`` when widened.
     """
-    from depthcore._registry import MODELS
-    from depthcore.models import PRESETS, count_parameters, model_from_spec
-    from sweep.space import family
-
     architecture = family(name)
     defaults = {
         p.name: p.default
@@ -422,6 +428,16 @@ def describe_model(name: str, args: Mapping[str, Any], parameter_count: int | No
 
 
 # -- small helpers --------------------------------------------------------------------------------
+
+
+def _check_state(state: str) -> None:
+    if state not in TRIAL_STATES:
+        raise ValueError(f"trial state must be one of {', '.join(TRIAL_STATES)}, found {state!r}")
+
+
+def _close(client: MlflowClient, run_id: str, state: str) -> None:
+    client.set_tag(run_id, TAG_TRIAL_STATE, state)
+    client.set_terminated(run_id, status=TRIAL_STATES[state])
 
 
 def _find_child(client: MlflowClient, parent_run_id: str, trial_key: str) -> Any:
@@ -445,13 +461,8 @@ def _literal(value: str) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+    # numbers.Real covers Python and NumPy floats and ints; a bool is a flag, not a metric.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _param_value(value: Any) -> str:
@@ -498,8 +509,6 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
     return str(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune import CheckpointConfig, RunConfig
 from ray.tune.experiment import Trial
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from depthcore.config import flatten
 from sweep.tracking import TrialTracker, find_trial_run
 from sweep.trainable import STAGE1_PARAM, TrialContext, run_trial, trial_key
 
@@ -52,7 +55,12 @@ class TrueStateOptunaSearch(OptunaSearch):
         if error or value is None or not math.isfinite(value):
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         elif epochs < self._max_epochs:
-            # Optuna fills a pruned trial's value from its last reported intermediate value.
+            # Optuna fills a pruned trial's value from its last intermediate value, but Ray passes
+            # the result that made ASHA stop the trial only here, not to on_trial_result.
+            step = int(result[TRAINING_ITERATION]) if result and TRAINING_ITERATION in result else epochs
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # Optuna keeps the first report of a step
+                ot_trial.report(value, step)
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         else:
             self._ot_study.tell(ot_trial, value, state=TrialState.COMPLETE)
@@ -60,40 +68,60 @@ class TrueStateOptunaSearch(OptunaSearch):
 
 
 class TrialStateCallback(tune.Callback):
-    """Driver-side: when a trial ends, tag its MLflow run completed / stopped early / failed.
+    """Driver-side: when a trial ends, tag its MLflow run completed / stopped early / failed,
+    and print a progress line (counts and the best value so far).
 
     A trial stopped by ASHA never returns from its training function, so its final
     state can only be known here.
     """
 
-    def __init__(self, ctx: TrialContext, max_epochs: int) -> None:
+    def __init__(self, ctx: TrialContext, max_epochs: int, num_samples: int) -> None:
         self.ctx = ctx
         self.max_epochs = max_epochs
+        self.num_samples = num_samples
         self.states: dict[str, str] = {}
+        self.best: float | None = None
 
-    def _finish(self, trial: Trial, state: str) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in flatten(trial.config).items())
+        print(f"[{self.ctx.stage}] trial {trial.trial_id} started: {params}", flush=True)
+
+    def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
         self.states[trial.trial_id] = state
         key = trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id)
         tracker = TrialTracker(self.ctx.tracking_uri, self.ctx.experiment_id, self.ctx.parent_run_id, key)
         tracker.run_id = find_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id, key)
         if tracker.run_id is not None:  # None: the trial failed before it started its run
             tracker.finish(state)
-        value = (trial.last_result or {}).get(self.ctx.spec.stages[self.ctx.stage].metric)
+        stage = self.ctx.spec.stages[self.ctx.stage]
+        last = trial.last_result or {}
+        value = last.get(stage.metric)
+        if value is not None and math.isfinite(value):
+            if self.best is None or (value < self.best if stage.mode == "min" else value > self.best):
+                self.best = value
+        counts = {s: list(self.states.values()).count(s) for s in ("completed", "stopped_early", "failed")}
+        running = sum(1 for t in trials if t.status == Trial.RUNNING)
         print(f"[{self.ctx.stage}] trial {trial.trial_id} {state.replace('_', ' ')} after "
-              f"{int((trial.last_result or {}).get('epoch', 0))} epoch(s): "
-              f"{self.ctx.spec.stages[self.ctx.stage].metric} {value}", flush=True)
+              f"{int(last.get('epoch', 0))} epoch(s): {stage.metric} {_short(value)} | "
+              f"{len(self.states)}/{self.num_samples} done ({counts['completed']} completed, "
+              f"{counts['stopped_early']} stopped early, {counts['failed']} failed), {running} running, "
+              f"best {stage.metric} {_short(self.best)}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}
-        metric = self.ctx.spec.stages[self.ctx.stage].metric
-        value = last.get(metric)
+        value = last.get(self.ctx.spec.stages[self.ctx.stage].metric)
         if value is None or not math.isfinite(value):
-            self._finish(trial, "failed")
+            self._finish(trial, "failed", trials)
         else:
-            self._finish(trial, "completed" if int(last.get("epoch", 0)) >= self.max_epochs else "stopped_early")
+            self._finish(trial, "completed" if int(last.get("epoch", 0)) >= self.max_epochs else "stopped_early",
+                         trials)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._finish(trial, "failed")
+        self._finish(trial, "failed", trials)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
@@ -159,7 +187,8 @@ def build_tuner(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=stage_spec.metric, checkpoint_score_order=stage_spec.mode,
             ),
-            callbacks=[TrialStateCallback(ctx, max_epochs)],
-            verbose=1,
+            callbacks=[TrialStateCallback(ctx, max_epochs, num_samples)],
+            # Our callback prints one line per trial start and end; Ray's tables are noise here.
+            verbose=0,
         ),
     )

@@ -9,7 +9,15 @@ from PIL import Image
 from torch import nn
 
 from depthcore.data import NyuDepthV2
-from depthcore.viz import DPI, PANEL_INCHES, ROW_LABEL_INCHES, TITLE_INCHES, figure_inches, prediction_grid, preview_predictions
+from depthcore.viz import (
+    DPI,
+    PANEL_INCHES,
+    ROW_LABEL_INCHES,
+    TITLE_INCHES,
+    figure_inches,
+    prediction_grid,
+    preview_predictions,
+)
 
 H, W = 24, 32
 

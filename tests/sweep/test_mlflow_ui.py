@@ -26,6 +26,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of the Chromium binary; session-scoped and listed first, so a skip comes before the server starts."""
+    return require_tool("chromium", "apt-get install chromium chromium-driver")
+
+
 class _VisibleText(HTMLParser):
     """The text nodes of a page, in document order, without scripts and styles."""
 
@@ -51,8 +57,7 @@ def _contains_run(items: list[str], run: list[str]) -> bool:
 
 # ~35 s on 2 busy cores: ~20 s to start the server (shared by the session), ~13 s of Chromium.
 @pytest.mark.slow
-def test_compare_page_shows_both_architectures(mlflow_server, tmp_path):
-    chromium = require_tool("chromium", "apt-get install chromium chromium-driver")
+def test_compare_page_shows_both_architectures(chromium, mlflow_server, tmp_path):
     experiment_id = ensure_experiment("ui study", mlflow_server)
     parent = start_parent_run(experiment_id, "nyu", "ui study", {"study": {"name": "ui study"}}, mlflow_server, resume=False)
     names, run_ids, final_rmse = ["ui-unetpp", "ui-lraspp"], [], []

@@ -34,9 +34,7 @@ BASE = {
     "scheduler": "type: asha\ngrace_period: 1\nreduction_factor: 2",
     "resources": "cpu: 1\ngpu: 0",
 }
-REAL_DATA = (
-    "nyu_path: nyu/nyu.mat\ndiw_root: diw\ndiw_train_csv: diw/DIW_train_val.csv\ndiw_test_csv: diw/DIW_test.csv"
-)
+REAL_DATA = "nyu_path: nyu/nyu.mat\ndiw_root: diw\ndiw_train_csv: diw/DIW_train_val.csv\ndiw_test_csv: diw/DIW_test.csv"
 
 
 def spec_text(**sections: str | None) -> str:
@@ -69,107 +67,280 @@ def lr_space(body: str) -> str:
 # --- errors --------------------------------------------------------------------------------------
 
 BAD = [
-    ("malformed_yaml", "study:\n  name: t\n  seed: 0\nspace:\n  optim/lr: {type: float, low: 1.0e-4\nfixed: {}\n",
-     [], ["spec.yaml: line 6 invalid YAML"]),
-    ("unknown_section", spec_text(spaces="{}"), [],
-     ["spec.yaml: spaces: expected a section (study, data, fixed, space, conditional, stages, scheduler, resources)",
-      "found an unknown section"]),
-    ("unknown_key_lists_valid", spec_text(study="name: unit\nmax_concurent: 2"), [],
-     ["study.max_concurent: expected a key of study (name, seed, max_concurrent, time_budget_s", "an unknown key"]),
-    ("key_not_in_config", spec_text(space="optim/lrr: {type: float, low: 1.0e-4, high: 1.0e-2}"), [],
-     ["space.optim/lrr: expected a key of the depthcore optim section (optim/name, optim/lr,", "found string 'optim/lrr'"]),
-    ("section_not_in_config", spec_text(fixed="optm/lr: 1.0e-3"), [],
-     ["fixed.optm/lr: expected a depthcore config key <section>/<name> with section model, data, optim, train"]),
-    ("low_not_below_high", spec_text(space=lr_space("{type: float, low: 1.0e-2, high: 1.0e-4}")), [],
-     ["space.optim/lr: expected low < high, found low 0.01, high 0.0001"]),
-    ("log_low_not_positive", spec_text(space=lr_space("{type: float, low: 0.0, high: 1.0e-2, log: true}")), [],
-     ["space.optim/lr.low: expected low > 0 with log: true, found number 0.0"]),
-    ("yaml_1e-5_is_a_string", spec_text(space=lr_space("{type: float, low: 1e-5, high: 1.0e-2, log: true}")), [],
-     ["space.optim/lr.low: expected a number, found string '1e-5' (PyYAML reads 1e-5 as a string: write 1.0e-5)"]),
-    ("yaml_1e-5_in_fixed", spec_text(fixed="optim/weight_decay: 1e-5"), [],
-     ["fixed.optim/weight_decay: expected a number", "1.0e-5"]),
-    ("unknown_distribution_type", spec_text(space=lr_space("{type: uniform, low: 1.0e-4, high: 1.0e-2}")), [],
-     ["space.optim/lr.type: expected float, int or categorical, found string 'uniform'"]),
-    ("missing_distribution_field", spec_text(space=lr_space("{type: float, low: 1.0e-4}")), [],
-     ["space.optim/lr.high: expected a number, found nothing"]),
-    ("unknown_distribution_field", spec_text(space=lr_space("{type: float, low: 1.0e-4, high: 1.0, logg: true}")), [],
-     ["space.optim/lr.logg: expected a field of space.optim/lr (type, low, high, log, step)"]),
-    ("not_a_distribution", spec_text(space="train/loss: [mse, l1]"), [],
-     ["space.train/loss: expected a distribution such as {type: float", "found list"]),
-    ("int_range_not_multiple_of_step", spec_text(space="data/batch_size: {type: int, low: 2, high: 9, step: 2}"), [],
-     ["space.data/batch_size.high: expected low plus a multiple of step 2 (e.g. 8), found integer 9"]),
-    ("list_choice", spec_text(space="data/size: {type: categorical, choices: [[32, 32], [64, 64]]}"), [],
-     ["space.data/size.choices[0]: expected null, a boolean, a number or a string, found list"]),
-    ("wrong_value_type_for_config",
-     spec_text(space=BASE["space"].replace("{type: int, low: 2, high: 8, step: 2}", "{type: float, low: 2.0, high: 8.0}")), [],
-     ["space.data/batch_size.low: expected an integer, found float 2.0"]),
-    ("bad_choice_for_config", spec_text(space=BASE["space"] + "\ntrain/loss: {type: categorical, choices: [mse, huber]}"), [],
-     ["space.train/loss.choices: expected one of mse, l1, silog, mse_norm, found 'huber'"]),
-    ("fixed_value_out_of_range", spec_text(fixed="data/num_workers: -1"), [],
-     ["fixed.data/num_workers: expected >= 0, found -1"]),
-    ("unknown_model", spec_text(space="model/name: {type: categorical, choices: [unetpp, unet]}", conditional=None), [],
-     ["space.model/name.choices: expected a model name (lraspp, lraspp_16m,", "found string 'unet'"]),
-    ("unknown_encoder", spec_text(conditional=BASE["conditional"].replace("resnet18", "resnet999")), [],
-     ["conditional.model/name.unetpp.model/args/encoder.choices: unknown U-Net++ encoder 'resnet999'"]),
-    ("argument_of_another_model",
-     spec_text(fixed="model/args/encoder: resnet18", conditional=None), [],
-     ["fixed.model/args/encoder: expected an argument of model 'lraspp' (size, width_mult, pretrained)",
-      "put it under conditional: model/name"]),
-    ("interacting_model_arguments",
-     spec_text(space="model/name: {type: categorical, choices: [lraspp_3m, lraspp_7m]}\n"
-                     "model/args/pretrained: {type: categorical, choices: [false, true]}", conditional=None), [],
-     ["space.model/args/pretrained.choices: ImageNet weights exist only for width_mult=1.0", "model lraspp_7m"]),
-    ("conditional_parent_not_categorical",
-     spec_text(conditional="optim/lr:\n  0.001: {optim/momentum: {type: float, low: 0.5, high: 0.9}}"), [],
-     ["conditional.optim/lr: expected a categorical parameter of space or stages.<stage>.space",
-      "found a float distribution"]),
-    ("conditional_parent_missing",
-     spec_text(conditional="optim/name:\n  sgd: {optim/momentum: {type: float, low: 0.5, high: 0.9}}"), [],
-     ["conditional.optim/name: expected a categorical parameter", "found no parameter of that name"]),
-    ("conditional_branch_not_a_choice", spec_text(conditional=BASE["conditional"].replace("lraspp:", "lraspp_3m:")), [],
-     ["conditional.model/name.lraspp_3m: expected a branch named after a choice of model/name (unetpp, lraspp)"]),
-    ("conditional_key_also_searched",
-     spec_text(space=BASE["space"] + "\nmodel/args/pretrained: {type: categorical, choices: [false]}",
-               conditional="model/name:\n  unetpp: {model/args/pretrained: {type: categorical, choices: [true]}}"), [],
-     ["conditional.model/name.unetpp.model/args/pretrained: expected a key set only under its branch",
-      "found it in space too"]),
-    ("fixed_and_searched", spec_text(fixed="optim/lr: 1.0e-3"), [],
-     ["space.optim/lr: expected a key not also in fixed, found it in both"]),
-    ("reserved_key", spec_text(fixed="data/nyu_path: x.mat"), [],
-     ["fixed.data/nyu_path: expected a key the sweep does not set itself (set it in the data section)"]),
-    ("diw_cannot_search_the_model",
-     spec_text(stages="nyu: {}\ndiw: {space: {model/name: {type: categorical, choices: [unetpp]}}}"), [],
-     ["stages.diw.space.model/name: expected no model/* or train/loss key"]),
+    (
+        "malformed_yaml",
+        "study:\n  name: t\n  seed: 0\nspace:\n  optim/lr: {type: float, low: 1.0e-4\nfixed: {}\n",
+        [],
+        ["spec.yaml: line 6 invalid YAML"],
+    ),
+    (
+        "unknown_section",
+        spec_text(spaces="{}"),
+        [],
+        [
+            "spec.yaml: spaces: expected a section (study, data, fixed, space, conditional, stages, scheduler, resources)",
+            "found an unknown section",
+        ],
+    ),
+    (
+        "unknown_key_lists_valid",
+        spec_text(study="name: unit\nmax_concurent: 2"),
+        [],
+        ["study.max_concurent: expected a key of study (name, seed, max_concurrent, time_budget_s", "an unknown key"],
+    ),
+    (
+        "key_not_in_config",
+        spec_text(space="optim/lrr: {type: float, low: 1.0e-4, high: 1.0e-2}"),
+        [],
+        [
+            "space.optim/lrr: expected a key of the depthcore optim section (optim/name, optim/lr,",
+            "found string 'optim/lrr'",
+        ],
+    ),
+    (
+        "section_not_in_config",
+        spec_text(fixed="optm/lr: 1.0e-3"),
+        [],
+        ["fixed.optm/lr: expected a depthcore config key <section>/<name> with section model, data, optim, train"],
+    ),
+    (
+        "low_not_below_high",
+        spec_text(space=lr_space("{type: float, low: 1.0e-2, high: 1.0e-4}")),
+        [],
+        ["space.optim/lr: expected low < high, found low 0.01, high 0.0001"],
+    ),
+    (
+        "log_low_not_positive",
+        spec_text(space=lr_space("{type: float, low: 0.0, high: 1.0e-2, log: true}")),
+        [],
+        ["space.optim/lr.low: expected low > 0 with log: true, found number 0.0"],
+    ),
+    (
+        "yaml_1e-5_is_a_string",
+        spec_text(space=lr_space("{type: float, low: 1e-5, high: 1.0e-2, log: true}")),
+        [],
+        ["space.optim/lr.low: expected a number, found string '1e-5' (PyYAML reads 1e-5 as a string: write 1.0e-5)"],
+    ),
+    (
+        "yaml_1e-5_in_fixed",
+        spec_text(fixed="optim/weight_decay: 1e-5"),
+        [],
+        ["fixed.optim/weight_decay: expected a number", "1.0e-5"],
+    ),
+    (
+        "unknown_distribution_type",
+        spec_text(space=lr_space("{type: uniform, low: 1.0e-4, high: 1.0e-2}")),
+        [],
+        ["space.optim/lr.type: expected float, int or categorical, found string 'uniform'"],
+    ),
+    (
+        "missing_distribution_field",
+        spec_text(space=lr_space("{type: float, low: 1.0e-4}")),
+        [],
+        ["space.optim/lr.high: expected a number, found nothing"],
+    ),
+    (
+        "unknown_distribution_field",
+        spec_text(space=lr_space("{type: float, low: 1.0e-4, high: 1.0, logg: true}")),
+        [],
+        ["space.optim/lr.logg: expected a field of space.optim/lr (type, low, high, log, step)"],
+    ),
+    (
+        "not_a_distribution",
+        spec_text(space="train/loss: [mse, l1]"),
+        [],
+        ["space.train/loss: expected a distribution such as {type: float", "found list"],
+    ),
+    (
+        "int_range_not_multiple_of_step",
+        spec_text(space="data/batch_size: {type: int, low: 2, high: 9, step: 2}"),
+        [],
+        ["space.data/batch_size.high: expected low plus a multiple of step 2 (e.g. 8), found integer 9"],
+    ),
+    (
+        "list_choice",
+        spec_text(space="data/size: {type: categorical, choices: [[32, 32], [64, 64]]}"),
+        [],
+        ["space.data/size.choices[0]: expected null, a boolean, a number or a string, found list"],
+    ),
+    (
+        "wrong_value_type_for_config",
+        spec_text(
+            space=BASE["space"].replace("{type: int, low: 2, high: 8, step: 2}", "{type: float, low: 2.0, high: 8.0}")
+        ),
+        [],
+        ["space.data/batch_size.low: expected an integer, found float 2.0"],
+    ),
+    (
+        "bad_choice_for_config",
+        spec_text(space=BASE["space"] + "\ntrain/loss: {type: categorical, choices: [mse, huber]}"),
+        [],
+        ["space.train/loss.choices: expected one of mse, l1, silog, mse_norm, found 'huber'"],
+    ),
+    (
+        "fixed_value_out_of_range",
+        spec_text(fixed="data/num_workers: -1"),
+        [],
+        ["fixed.data/num_workers: expected >= 0, found -1"],
+    ),
+    (
+        "unknown_model",
+        spec_text(space="model/name: {type: categorical, choices: [unetpp, unet]}", conditional=None),
+        [],
+        ["space.model/name.choices: expected a model name (lraspp, lraspp_16m,", "found string 'unet'"],
+    ),
+    (
+        "unknown_encoder",
+        spec_text(conditional=BASE["conditional"].replace("resnet18", "resnet999")),
+        [],
+        ["conditional.model/name.unetpp.model/args/encoder.choices: unknown U-Net++ encoder 'resnet999'"],
+    ),
+    (
+        "argument_of_another_model",
+        spec_text(fixed="model/args/encoder: resnet18", conditional=None),
+        [],
+        [
+            "fixed.model/args/encoder: expected an argument of model 'lraspp' (size, width_mult, pretrained)",
+            "put it under conditional: model/name",
+        ],
+    ),
+    (
+        "interacting_model_arguments",
+        spec_text(
+            space="model/name: {type: categorical, choices: [lraspp_3m, lraspp_7m]}\n"
+            "model/args/pretrained: {type: categorical, choices: [false, true]}",
+            conditional=None,
+        ),
+        [],
+        ["space.model/args/pretrained.choices: ImageNet weights exist only for width_mult=1.0", "model lraspp_7m"],
+    ),
+    (
+        "conditional_parent_not_categorical",
+        spec_text(conditional="optim/lr:\n  0.001: {optim/momentum: {type: float, low: 0.5, high: 0.9}}"),
+        [],
+        [
+            "conditional.optim/lr: expected a categorical parameter of space or stages.<stage>.space",
+            "found a float distribution",
+        ],
+    ),
+    (
+        "conditional_parent_missing",
+        spec_text(conditional="optim/name:\n  sgd: {optim/momentum: {type: float, low: 0.5, high: 0.9}}"),
+        [],
+        ["conditional.optim/name: expected a categorical parameter", "found no parameter of that name"],
+    ),
+    (
+        "conditional_branch_not_a_choice",
+        spec_text(conditional=BASE["conditional"].replace("lraspp:", "lraspp_3m:")),
+        [],
+        ["conditional.model/name.lraspp_3m: expected a branch named after a choice of model/name (unetpp, lraspp)"],
+    ),
+    (
+        "conditional_key_also_searched",
+        spec_text(
+            space=BASE["space"] + "\nmodel/args/pretrained: {type: categorical, choices: [false]}",
+            conditional="model/name:\n  unetpp: {model/args/pretrained: {type: categorical, choices: [true]}}",
+        ),
+        [],
+        [
+            "conditional.model/name.unetpp.model/args/pretrained: expected a key set only under its branch",
+            "found it in space too",
+        ],
+    ),
+    (
+        "fixed_and_searched",
+        spec_text(fixed="optim/lr: 1.0e-3"),
+        [],
+        ["space.optim/lr: expected a key not also in fixed, found it in both"],
+    ),
+    (
+        "reserved_key",
+        spec_text(fixed="data/nyu_path: x.mat"),
+        [],
+        ["fixed.data/nyu_path: expected a key the sweep does not set itself (set it in the data section)"],
+    ),
+    (
+        "diw_cannot_search_the_model",
+        spec_text(stages="nyu: {}\ndiw: {space: {model/name: {type: categorical, choices: [unetpp]}}}"),
+        [],
+        ["stages.diw.space.model/name: expected no model/* or train/loss key"],
+    ),
     ("diw_needs_nyu", spec_text(stages="diw: {}"), [], ["stages: expected stage nyu as well", "found only diw"]),
-    ("top_k_only_for_diw", spec_text(stages="nyu: {top_k: 2}"), [],
-     ["stages.nyu.top_k: expected a key of stages.nyu (metric, mode, num_samples, fixed, space)"]),
-    ("mode_against_metric", spec_text(stages="nyu: {metric: val/d1, mode: min}"), [],
-     ["stages.nyu.mode: expected max for val/d1 (higher is better), found string 'min'"]),
-    ("unknown_metric", spec_text(stages="nyu: {metric: val/whdr}"), [],
-     ["stages.nyu.metric: expected one of val/d1,", "found string 'val/whdr'"]),
-    ("grace_beyond_epochs", spec_text(scheduler="grace_period: 3"), [],
-     ["scheduler.grace_period: expected at most the 2 epochs of stage diw, found integer 3"]),
+    (
+        "top_k_only_for_diw",
+        spec_text(stages="nyu: {top_k: 2}"),
+        [],
+        ["stages.nyu.top_k: expected a key of stages.nyu (metric, mode, num_samples, fixed, space)"],
+    ),
+    (
+        "mode_against_metric",
+        spec_text(stages="nyu: {metric: val/d1, mode: min}"),
+        [],
+        ["stages.nyu.mode: expected max for val/d1 (higher is better), found string 'min'"],
+    ),
+    (
+        "unknown_metric",
+        spec_text(stages="nyu: {metric: val/whdr}"),
+        [],
+        ["stages.nyu.metric: expected one of val/d1,", "found string 'val/whdr'"],
+    ),
+    (
+        "grace_beyond_epochs",
+        spec_text(scheduler="grace_period: 3"),
+        [],
+        ["scheduler.grace_period: expected at most the 2 epochs of stage diw, found integer 3"],
+    ),
     ("negative_gpu", spec_text(resources="gpu: -1"), [], ["resources.gpu: expected a number >= 0, found integer -1"]),
     ("no_data", spec_text(data=None), [], ["data: expected a data section", "found nothing"]),
-    ("synthetic_and_real", spec_text(data="synthetic: {out: g}\nnyu_path: a.mat"), [],
-     ["data.synthetic: expected either synthetic or real data paths, found both (data.nyu_path)"]),
-    ("real_data_missing_key", spec_text(data="nyu_path: nyu/nyu.mat"), [],
-     ["data.diw_root: expected a path for stage diw"]),
-    ("missing_data_file", spec_text(data=REAL_DATA.replace("nyu/nyu.mat", "nyu/missing.mat")), [],
-     ["data.nyu_path: expected an existing file, found no file at ", "nyu/missing.mat"]),
-    ("override_is_validated", spec_text(), ["study.max_concurrent=0"],
-     ["study.max_concurrent: expected an integer >= 1, found integer 0"]),
-    ("override_into_a_distribution", spec_text(), ["space.optim/lr.low=-1.0"],
-     ["space.optim/lr.low: expected low > 0 with log: true, found number -1.0"]),
-    ("override_without_value", spec_text(), ["study.max_concurrent"],
-     ["--set study.max_concurrent: expected key=value, found no '='"]),
-    ("override_through_a_value", spec_text(), ["study.name.x=1"],
-     ["--set study.name.x: expected study.name to be a mapping, found string 'unit'"]),
+    (
+        "synthetic_and_real",
+        spec_text(data="synthetic: {out: g}\nnyu_path: a.mat"),
+        [],
+        ["data.synthetic: expected either synthetic or real data paths, found both (data.nyu_path)"],
+    ),
+    (
+        "real_data_missing_key",
+        spec_text(data="nyu_path: nyu/nyu.mat"),
+        [],
+        ["data.diw_root: expected a path for stage diw"],
+    ),
+    (
+        "missing_data_file",
+        spec_text(data=REAL_DATA.replace("nyu/nyu.mat", "nyu/missing.mat")),
+        [],
+        ["data.nyu_path: expected an existing file, found no file at ", "nyu/missing.mat"],
+    ),
+    (
+        "override_is_validated",
+        spec_text(),
+        ["study.max_concurrent=0"],
+        ["study.max_concurrent: expected an integer >= 1, found integer 0"],
+    ),
+    (
+        "override_into_a_distribution",
+        spec_text(),
+        ["space.optim/lr.low=-1.0"],
+        ["space.optim/lr.low: expected low > 0 with log: true, found number -1.0"],
+    ),
+    (
+        "override_without_value",
+        spec_text(),
+        ["study.max_concurrent"],
+        ["--set study.max_concurrent: expected key=value, found no '='"],
+    ),
+    (
+        "override_through_a_value",
+        spec_text(),
+        ["study.name.x=1"],
+        ["--set study.name.x: expected study.name to be a mapping, found string 'unit'"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "overrides", "fragments"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
-def test_bad_spec_is_one_line_naming_the_key(tmp_path: Path, text: str, overrides: list[str], fragments: list[str]) -> None:
+def test_bad_spec_is_one_line_naming_the_key(
+    tmp_path: Path, text: str, overrides: list[str], fragments: list[str]
+) -> None:
     make_real_data(tmp_path)
     path = write(tmp_path, text)
     with pytest.raises(SpecError) as info:
@@ -187,7 +358,9 @@ def test_bad_spec_is_one_line_naming_the_key(tmp_path: Path, text: str, override
 def test_base_spec_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path / "specs", spec_text()))
     assert spec.path == (tmp_path / "specs" / "spec.yaml").resolve()
-    assert spec.data.synthetic is not None and spec.data.synthetic.out == str((tmp_path / "specs" / "generated").resolve())
+    assert spec.data.synthetic is not None and spec.data.synthetic.out == str(
+        (tmp_path / "specs" / "generated").resolve()
+    )
     assert spec.data.paths()["data/diw_train_csv"].endswith("generated/diw/DIW_train_val.csv")
     assert spec.data.cache_size == [32, 32]  # the trials' data/size
     assert spec.space["optim/lr"] == FloatDistribution(1.0e-4, 1.0e-2, log=True)
@@ -207,10 +380,16 @@ def test_overrides_apply_after_the_file_and_resolve_paths_against_the_current_fo
 ) -> None:
     path = write(tmp_path / "specs", spec_text())
     monkeypatch.chdir(tmp_path)
-    spec = load_spec(path, [
-        "stages.nyu.num_samples=3", "fixed.train/epochs=5", "space.optim/lr.high=1e-3",
-        "data.synthetic.out=here", "study.timestamp=true",
-    ])
+    spec = load_spec(
+        path,
+        [
+            "stages.nyu.num_samples=3",
+            "fixed.train/epochs=5",
+            "space.optim/lr.high=1e-3",
+            "data.synthetic.out=here",
+            "study.timestamp=true",
+        ],
+    )
     assert spec.stages["nyu"].num_samples == 3
     assert spec.fixed["train/epochs"] == 5 and spec.max_epochs("nyu") == 5
     assert spec.space["optim/lr"].high == pytest.approx(1.0e-3)  # "1e-3" on the command line is a number
@@ -220,8 +399,10 @@ def test_overrides_apply_after_the_file_and_resolve_paths_against_the_current_fo
 
 def test_real_data_paths_resolve_against_the_spec_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_real_data(tmp_path / "data")
-    data = ("nyu_path: ../data/nyu/nyu.mat\ndiw_root: ../data/diw\ndiw_train_csv: ../data/diw/DIW_train_val.csv\n"
-            "cache_size: [48, 64]")
+    data = (
+        "nyu_path: ../data/nyu/nyu.mat\ndiw_root: ../data/diw\ndiw_train_csv: ../data/diw/DIW_train_val.csv\n"
+        "cache_size: [48, 64]"
+    )
     text = spec_text(data=data, study="name: unit\nstorage: sqlite:///../study.db")
     path = write(tmp_path / "specs", text)
     monkeypatch.chdir(tmp_path / "data")  # the current folder must not matter
@@ -256,6 +437,11 @@ def test_a_stage_fixing_the_parent_searches_that_branch(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, spec_text(stages="nyu: {fixed: {model/name: lraspp}}")))
     assert spec.stage_space("nyu")["model/args/size"] == CategoricalDistribution(["large", "small"])
     assert "model/args/encoder" not in spec.stage_space("nyu") and spec.stage_conditional("nyu") == {}
+
+
+def test_fixed_may_be_nested_like_a_depthcore_config(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, spec_text(fixed="train: {epochs: 2}\nmodel: {args: {}}\ndata/size: [32, 32]")))
+    assert spec.fixed == {"train/epochs": 2, "data/size": [32, 32]}  # an empty mapping sets nothing
 
 
 def test_family_maps_presets_to_their_builder() -> None:
@@ -330,8 +516,9 @@ def test_sampler_takes_run_time_parameters(tmp_path: Path) -> None:
 def test_ray_optuna_search_accepts_the_sampler(tmp_path: Path) -> None:
     OptunaSearch = pytest.importorskip("ray.tune.search.optuna").OptunaSearch
     spec = load_spec(write(tmp_path, spec_text()))
-    searcher = OptunaSearch(space=spec.sampler("nyu"), metric="val/rmse", mode="min",
-                            sampler=optuna.samplers.TPESampler(seed=0))
+    searcher = OptunaSearch(
+        space=spec.sampler("nyu"), metric="val/rmse", mode="min", sampler=optuna.samplers.TPESampler(seed=0)
+    )
     config = searcher.suggest("trial_1")
     assert config["train"]["epochs"] == 3 and "lr" in config["optim"]  # constants and samples, nested
     cfg = ExperimentConfig.from_dict(spec.trial_config("nyu", config))

@@ -30,6 +30,7 @@ from sweep.tracking import (
     ensure_experiment,
     find_trial_run,
     finish_parent,
+    finish_trial_run,
     start_parent_run,
     trial_tags,
 )
@@ -224,6 +225,18 @@ def test_tracking_errors_after_start_do_not_stop_training(store, tmp_path, caplo
     assert run.data.metrics == {"val/rmse": 1.0} and run.info.status == "FINISHED"
     with pytest.raises(ValueError, match="state must be one of"):
         tracker.finish("done")
+
+
+def test_the_driver_closes_a_run_its_trial_left_open(store):
+    uri, root = store
+    experiment_id = ensure_experiment("driver closes", uri, default_artifact_root(root))
+    parent = start_parent_run(experiment_id, "nyu", "driver closes", SPEC, uri, resume=False)
+    run_id = TrialTracker(uri, experiment_id, parent, "trial_3").start({"optim/lr": 0.1}, {})
+    # Ray stopped the trial between epochs: its process never called finish.
+    assert finish_trial_run(uri, parent, "trial_3", "stopped_early") == run_id
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_TRIAL_STATE] == "stopped_early"
+    assert finish_trial_run(uri, parent, "never_started", "failed") is None
 
 
 def test_start_fails_clearly_on_a_wrong_uri(tmp_path):

@@ -1,0 +1,129 @@
+"""A tiny sweep end to end on a real local Ray runtime, Optuna SQLite storage and MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from sweep.run import main
+
+SPEC = """
+study: {name: tiny, seed: 3, max_concurrent: 1, output_dir: out, timestamp: false, n_startup_trials: 2}
+data:
+  synthetic: {out: data, frames: 24, height: 48, width: 64, diw_train: 24, diw_test: 8, seed: 0}
+fixed:
+  data/size: [32, 32]
+  data/batch_size: 4
+  train/epochs: 2
+  train/max_batches_per_epoch: 2
+  train/device: cpu
+space:
+  model/name: {type: categorical, choices: [unetpp_3m, lraspp_3m]}
+  optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+stages:
+  nyu: {num_samples: 4}
+  diw: {num_samples: 2, top_k: 2, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1, gpu: 0}
+"""
+
+STATE_OF_TAG = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    spec = root / "tiny.yaml"
+    spec.write_text(SPEC)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        assert main([str(spec)]) == 0
+    finally:
+        mp.undo()
+    out = root / "out"
+    return {"root": root, "spec": spec, "dir": out / "tiny", "uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"}
+
+
+def _children(client: MlflowClient, experiment_id: str, stage: str):
+    return client.search_runs([experiment_id], filter_string=f"tags.stage = '{stage}'")
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_mlflow_records_parents_children_params_metrics_artifacts(sweep):
+    client = MlflowClient(sweep["uri"])
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`depthsweep.kind` = 'parent'")
+    assert sorted(r.data.tags["depthsweep.stage"] for r in parents) == ["diw", "nyu"]
+    parent_of = {r.data.tags["depthsweep.stage"]: r.info.run_id for r in parents}
+    nyu, diw = _children(client, experiment.experiment_id, "nyu"), _children(client, experiment.experiment_id, "diw")
+    assert len(nyu) == 4 and len(diw) == 2  # exactly one run per trial
+    study = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    sampled = sorted(t.params["optim/lr"] for t in study.trials)
+    assert sorted(float(r.data.params["optim/lr"]) for r in nyu) == pytest.approx(sampled)
+    for run in nyu:
+        assert run.data.tags["mlflow.parentRunId"] == parent_of["nyu"]
+        assert run.data.tags["architecture"] in ("unetpp", "lraspp")
+        assert run.data.params["model/name"] in ("unetpp_3m", "lraspp_3m")
+        history = client.get_metric_history(run.info.run_id, "val/rmse")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "config.yaml" in names and "checkpoint" in names
+        assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "preview"))
+    nyu_ids = {r.info.run_id for r in nyu}
+    for run in diw:
+        assert run.data.tags["mlflow.parentRunId"] == parent_of["diw"]
+        assert run.data.tags["stage1_run_id"] in nyu_ids
+        assert client.get_metric_history(run.info.run_id, "val/whdr")
+
+
+def test_optuna_states_match_what_happened(sweep):
+    client = MlflowClient(sweep["uri"])
+    experiment = client.get_experiment_by_name("tiny")
+    runs = {r.data.tags["ray_trial_id"]: r for r in _children(client, experiment.experiment_id, "nyu")}
+    study = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    by_lr = {round(float(r.data.params["optim/lr"]), 12): r for r in runs.values()}
+    for trial in study.trials:
+        run = by_lr[round(trial.params["optim/lr"], 12)]
+        epochs = len(client.get_metric_history(run.info.run_id, "val/rmse"))
+        assert STATE_OF_TAG[run.data.tags["depthsweep.trial_state"]] == trial.state
+        # PRUNED means ASHA stopped it before the last epoch; COMPLETE ran them all.
+        assert (epochs < 2) == (trial.state == TrialState.PRUNED)
+        assert trial.value is not None
+    topk = json.loads((sweep["dir"] / "stage1_topk.json").read_text())
+    assert len(topk) == 2 and topk[0]["value"] <= topk[1]["value"]
+
+
+def test_existing_study_without_resume_is_an_error(sweep, capsys):
+    assert main([str(sweep["spec"]), "--stage", "nyu"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_failed_trials_are_fail_and_sampling_is_seeded(sweep):
+    # A trial that raises (here: CUDA asked for on a CPU-only machine) is FAIL, not COMPLETE.
+    args = [str(sweep["spec"]), "--stage", "nyu", "--set", "study.name=again",
+            "--set", "stages.nyu.num_samples=2", "--set", "fixed.train/device=cuda"]
+    assert main(args) == 0
+    storage = f"sqlite:///{sweep['root'] / 'out' / 'again' / 'optuna.db'}"
+    again = optuna.load_study(study_name="again-nyu", storage=storage)
+    assert [t.state for t in again.trials] == [TrialState.FAIL, TrialState.FAIL]
+    # Same seed, max_concurrent 1: the same first configurations as the first sweep.
+    first = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    assert [t.params for t in again.trials] == [t.params for t in first.trials[:2]]
+
+
+def test_validation_errors_exit_2_before_compute(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(SPEC.replace("1.0e-4", "1e-4"))
+    assert main([str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "1e-4" in err and "\n" not in err.strip() and Path(spec).name in err
