@@ -91,7 +91,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         if improved and checkpoint_dir is not None:
             best["value"] = value
             tracker.log_best_checkpoint(checkpoint_dir)
-            tracker.log_preview(_preview(cfg, checkpoint_dir))
+            try:
+                tracker.log_preview(_preview(cfg, checkpoint_dir))
+            except Exception as err:  # a picture is not worth a trial
+                print(f"trial {trial_id}: preview image failed: {err}", flush=True)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.tune.report(dict(metrics), checkpoint=checkpoint)
 

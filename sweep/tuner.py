@@ -26,7 +26,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from depthcore.config import flatten
-from sweep.tracking import TrialTracker, find_trial_run
+from sweep.tracking import finish_trial_run
 from sweep.trainable import STAGE1_PARAM, TrialContext, run_trial, trial_key
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,9 @@ class TrialStateCallback(tune.Callback):
 
     def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
         self.states[trial.trial_id] = state
-        key = trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id)
-        tracker = TrialTracker(self.ctx.tracking_uri, self.ctx.experiment_id, self.ctx.parent_run_id, key)
-        tracker.run_id = find_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id, key)
-        if tracker.run_id is not None:  # None: the trial failed before it started its run
-            tracker.finish(state)
+        # No run to close when the trial failed before it started one.
+        finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
+                         trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)
         stage = self.ctx.spec.stages[self.ctx.stage]
         last = trial.last_result or {}
         value = last.get(stage.metric)
