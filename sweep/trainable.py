@@ -25,7 +25,8 @@ from depthcore.engine import fit
 from depthcore.loaders import nyu_dataset
 from depthcore.viz import preview_predictions
 from sweep.space import SweepSpec
-from sweep.tracking import TrialTracker, trial_tags
+from sweep.tracking import TrialTracker
+from sweep.trial_tags import trial_tags
 
 STAGE1_PARAM = "stage1_trial"
 """Stage-2 parameter naming the stage-1 trial whose best checkpoint is fine-tuned."""

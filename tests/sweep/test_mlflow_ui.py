@@ -14,7 +14,8 @@ from _require import require_tool
 from PIL import Image
 
 from depthcore.config import ExperimentConfig
-from sweep.tracking import TrialTracker, ensure_experiment, start_parent_run, trial_tags
+from sweep.tracking import TrialTracker, ensure_experiment, start_parent_run
+from sweep.trial_tags import trial_tags
 
 WINDOW = (1400, 2400)  # tall enough to show the Tags table below the params
 CHROMIUM_FLAGS = [

@@ -32,8 +32,8 @@ from sweep.tracking import (
     finish_parent,
     finish_trial_run,
     start_parent_run,
-    trial_tags,
 )
+from sweep.trial_tags import trial_tags
 
 SPEC = {"study": {"name": "toy", "seed": 0}, "space": {"optim/lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2}}}
 
