@@ -9,7 +9,8 @@ process-global "active run" would leak between them.
 Run layout (names are constants below, so queries need not repeat string literals)::
 
     experiment <study>                       artifacts under <root>/mlartifacts/<study>/
-      parent run  <study>-<stage>            depthsweep.kind=parent, .stage, .study; spec.yaml
+      parent run  <study>-<stage>            depthsweep.kind=parent, .stage, .study, .metric, .mode;
+                                             spec.yaml
         child run <trial_key>                mlflow.parentRunId, depthsweep.kind=trial,
                                              depthsweep.trial_key, depthsweep.trial_state,
                                              architecture, stage, encoder, parameter_count,
@@ -49,6 +50,8 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_KIND = "depthsweep.kind"  # "parent" or "trial"
 TAG_STAGE_PARENT = "depthsweep.stage"
 TAG_STUDY = "depthsweep.study"
+TAG_METRIC = "depthsweep.metric"  # on a parent run: the stage's selection metric, e.g. val/rmse
+TAG_MODE = "depthsweep.mode"  # on a parent run: min or max
 TAG_TRIAL_KEY = "depthsweep.trial_key"
 TAG_TRIAL_STATE = "depthsweep.trial_state"
 # Tags for people: short names that read well in the UI's run table and compare page.
@@ -190,10 +193,12 @@ def start_parent_run(
             client.update_run(run_id, status="RUNNING")
             _log_yaml(client, run_id, dict(spec_dict), SPEC_ARTIFACT)
             return run_id
+    stage_spec = dict(spec_dict.get("stages", {}).get(stage, {}))
+    selection = {TAG_METRIC: stage_spec["metric"], TAG_MODE: stage_spec["mode"]} if "metric" in stage_spec else {}
     run = client.create_run(
         experiment_id,
         run_name=f"{study_name}-{stage}",
-        tags={TAG_KIND: "parent", TAG_STAGE_PARENT: stage, TAG_STUDY: study_name},
+        tags={TAG_KIND: "parent", TAG_STAGE_PARENT: stage, TAG_STUDY: study_name, **selection},
     )
     _log_yaml(client, run.info.run_id, dict(spec_dict), SPEC_ARTIFACT)
     return run.info.run_id

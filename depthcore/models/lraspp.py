@@ -35,7 +35,9 @@ _BACKBONES = {"large": mobilenet_v3_large, "small": mobilenet_v3_small}
 
 
 @MODELS.register("lraspp")
-def build_lraspp(*, size: str = "large", width_mult: float = 1.0, pretrained: bool = False) -> DepthModel:
+def build_lraspp(
+    *, size: str = "large", width_mult: float = 1.0, pretrained: bool = False, bn_momentum: float = 0.1
+) -> DepthModel:
     """Build LR-ASPP for depth: image (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) > 0.
 
     Args:
@@ -44,11 +46,18 @@ def build_lraspp(*, size: str = "large", width_mult: float = 1.0, pretrained: bo
             used to match parameter counts with U-Net++.
         pretrained: load the backbone's ImageNet weights from the local torch hub cache;
             raises ``FileNotFoundError`` at once if they are not there.
+        bn_momentum: momentum of every BatchNorm's running statistics. torchvision builds
+            MobileNetV3 with 0.01 (TensorFlow's 0.99 decay), meant for ImageNet-length runs:
+            after a few hundred steps the running statistics are still mostly their initial
+            values and evaluation-mode predictions collapse towards a constant. PyTorch's
+            default 0.1 tracks a short run; pass 0.01 to reproduce torchvision exactly.
     """
     if size not in SIZES:
         raise ValueError(f"unknown LR-ASPP size {size!r}; valid sizes: {', '.join(SIZES)}")
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, found {width_mult!r}")
+    if not 0.0 < bn_momentum <= 1.0:
+        raise ValueError(f"bn_momentum must be in (0, 1], found {bn_momentum!r}")
     if pretrained and width_mult != 1.0:
         raise ValueError(f"ImageNet weights exist only for width_mult=1.0, found width_mult={width_mult}")
     weights = _cached_backbone_weights(size) if pretrained else None
@@ -60,6 +69,9 @@ def build_lraspp(*, size: str = "large", width_mult: float = 1.0, pretrained: bo
         # torchvision has no builder for these; dilated=True as in its large builder.
         backbone = _BACKBONES[size](weights=weights, width_mult=width_mult, dilated=True)
         net = lraspp_on_mobilenet_v3(backbone.features, num_classes=1)
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = bn_momentum
     return DepthModel(net)
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the sweep tests: a real MLflow tracking server in a subprocess."""
+"""Fixtures for the sweep tests: a real MLflow tracking server in a subprocess, and a tiny finished sweep."""
 
 from __future__ import annotations
 
@@ -10,8 +10,29 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+TINY_SPEC = """
+study: {name: tiny, seed: 3, max_concurrent: 1, output_dir: out, timestamp: false, n_startup_trials: 2}
+data:
+  synthetic: {out: data, frames: 24, height: 48, width: 64, diw_train: 24, diw_test: 8, seed: 0}
+fixed:
+  data/size: [32, 32]
+  data/batch_size: 4
+  train/epochs: 2
+  train/max_batches_per_epoch: 2
+  train/device: cpu
+space:
+  model/name: {type: categorical, choices: [unetpp_3m, lraspp_3m]}
+  optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+stages:
+  nyu: {num_samples: 4}
+  diw: {num_samples: 2, top_k: 2, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1, gpu: 0}
+"""
 
 SERVER_START_TIMEOUT_S = 120  # uvicorn + the MLflow app import take ~20 s on 2 busy cores
 
@@ -75,3 +96,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A finished two-stage sweep (``TINY_SPEC``, study ``tiny``) on a real local Ray runtime, with
+    its Optuna SQLite study and MLflow SQLite store; about a minute. Keys: ``root``, ``spec``,
+    ``dir`` (the sweep folder), ``uri`` (the MLflow tracking URI). Tests may add studies
+    beside it but must not change study ``tiny``."""
+    from sweep.run import main
+
+    root = tmp_path_factory.mktemp("sweep")
+    spec = root / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        assert main([str(spec)]) == 0
+    finally:
+        mp.undo()
+    out = root / "out"
+    return {"root": root, "spec": spec, "dir": out / "tiny", "uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"}

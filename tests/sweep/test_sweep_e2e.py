@@ -12,42 +12,12 @@ from optuna.trial import TrialState
 
 from sweep.run import main
 
-SPEC = """
-study: {name: tiny, seed: 3, max_concurrent: 1, output_dir: out, timestamp: false, n_startup_trials: 2}
-data:
-  synthetic: {out: data, frames: 24, height: 48, width: 64, diw_train: 24, diw_test: 8, seed: 0}
-fixed:
-  data/size: [32, 32]
-  data/batch_size: 4
-  train/epochs: 2
-  train/max_batches_per_epoch: 2
-  train/device: cpu
-space:
-  model/name: {type: categorical, choices: [unetpp_3m, lraspp_3m]}
-  optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-stages:
-  nyu: {num_samples: 4}
-  diw: {num_samples: 2, top_k: 2, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
-scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1, gpu: 0}
-"""
-
 STATE_OF_TAG = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL}
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    spec = root / "tiny.yaml"
-    spec.write_text(SPEC)
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        assert main([str(spec)]) == 0
-    finally:
-        mp.undo()
-    out = root / "out"
-    return {"root": root, "spec": spec, "dir": out / "tiny", "uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"}
+def sweep(tiny_sweep):
+    return tiny_sweep
 
 
 def _children(client: MlflowClient, experiment_id: str, stage: str):
@@ -121,9 +91,9 @@ def test_failed_trials_are_fail_and_sampling_is_seeded(sweep):
     assert [t.params for t in again.trials] == [t.params for t in first.trials[:2]]
 
 
-def test_validation_errors_exit_2_before_compute(tmp_path, capsys):
+def test_validation_errors_exit_2_before_compute(sweep, tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
-    spec.write_text(SPEC.replace("1.0e-4", "1e-4"))
+    spec.write_text(sweep["spec"].read_text().replace("1.0e-4", "1e-4"))
     assert main([str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "1e-4" in err and "\n" not in err.strip() and Path(spec).name in err

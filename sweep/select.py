@@ -1,0 +1,141 @@
+"""Pick the best trial per architecture and stage of a finished sweep, from MLflow alone.
+
+Selection uses the stage's validation metric only (``val/rmse`` for ``nyu``, ``val/whdr`` for
+``diw``, or whatever the spec chose; the parent run's ``depthsweep.metric``/``.mode`` tags say
+which): a trial's score is the best value in its per-epoch history, the epoch whose checkpoint
+the trial logged. Test metrics, which ``sweep.export`` logs to the winners later, are never
+looked at here. Failed trials are not candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from sweep.tracking import (
+    TAG_ARCHITECTURE,
+    TAG_KIND,
+    TAG_METRIC,
+    TAG_MODE,
+    TAG_PARENT,
+    TAG_STAGE_PARENT,
+    TAG_TRIAL_KEY,
+    TAG_TRIAL_STATE,
+)
+
+DEFAULT_SELECTION = {"nyu": ("val/rmse", "min"), "diw": ("val/whdr", "min")}
+"""Metric and mode per stage when a parent run carries no selection tags."""
+
+
+class SelectionError(RuntimeError):
+    """The study, its stages or its trials are not there (one-line message)."""
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One trial's child run with its selection score."""
+
+    run_id: str
+    stage: str
+    architecture: str
+    trial_key: str
+    state: str
+    metric: str
+    mode: str
+    value: float
+    """Best validation value over the trial's epochs (nan when it logged none)."""
+    epoch: int
+    """Epoch (MLflow step) of that value; its checkpoint is the run's ``checkpoint/`` artifact."""
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Latest value of every metric of the run (``val/*`` at the last epoch, ``test/*`` once exported)."""
+
+    def better_than(self, other: TrialRun | None) -> bool:
+        if other is None or math.isnan(other.value):
+            return not math.isnan(self.value)
+        return self.value < other.value if self.mode == "min" else self.value > other.value
+
+
+@dataclass
+class Study:
+    """The MLflow side of one sweep: experiment, parent run per stage, trial runs per stage."""
+
+    name: str
+    experiment_id: str
+    parents: dict[str, Run]
+    trials: dict[str, list[TrialRun]]
+
+    def winners(self) -> dict[str, dict[str, TrialRun]]:
+        """``{stage: {architecture: best TrialRun}}`` by validation metric; failed trials excluded."""
+        result: dict[str, dict[str, TrialRun]] = {}
+        for stage, runs in self.trials.items():
+            best: dict[str, TrialRun] = {}
+            for run in runs:
+                if run.state == "failed" or math.isnan(run.value):
+                    continue
+                if run.better_than(best.get(run.architecture)):
+                    best[run.architecture] = run
+            if best:
+                result[stage] = dict(sorted(best.items()))
+        return result
+
+
+def load_study(tracking_uri: str, study: str) -> Study:
+    """Read a sweep's parent and child runs from the MLflow store at ``tracking_uri``."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise SelectionError(f"MLflow {tracking_uri}: no experiment named {study!r}; "
+                             f"studies there: {', '.join(names) or 'none'}")
+    parents: dict[str, Run] = {}
+    for run in _search(client, experiment.experiment_id, f"tags.`{TAG_KIND}` = 'parent'"):
+        parents.setdefault(run.data.tags.get(TAG_STAGE_PARENT, "?"), run)  # newest first
+    if not parents:
+        raise SelectionError(f"MLflow {tracking_uri}: experiment {study!r} has no sweep stage (no parent run)")
+    stage_of = {run.info.run_id: stage for stage, run in parents.items()}
+    trials: dict[str, list[TrialRun]] = {stage: [] for stage in parents}
+    for run in _search(client, experiment.experiment_id, f"tags.`{TAG_KIND}` = 'trial'"):
+        stage = stage_of.get(run.data.tags.get(TAG_PARENT, ""))
+        if stage is None:
+            continue  # a trial of an older parent run of the same stage
+        metric, mode = _selection(parents[stage], stage)
+        value, epoch = best_in_history(client, run.info.run_id, metric, mode)
+        trials[stage].append(TrialRun(
+            run_id=run.info.run_id, stage=stage, architecture=run.data.tags.get(TAG_ARCHITECTURE, "?"),
+            trial_key=run.data.tags.get(TAG_TRIAL_KEY, run.info.run_id), state=run.data.tags.get(TAG_TRIAL_STATE, "?"),
+            metric=metric, mode=mode, value=value, epoch=epoch, params=dict(run.data.params),
+            tags=dict(run.data.tags), metrics=dict(run.data.metrics),
+        ))
+    return Study(name=study, experiment_id=experiment.experiment_id, parents=parents, trials=trials)
+
+
+def best_in_history(client: MlflowClient, run_id: str, metric: str, mode: str) -> tuple[float, int]:
+    """``(best value, its step)`` of ``metric`` in a run's history; ``(nan, -1)`` without finite values."""
+    history = client.get_metric_history(run_id, metric)
+    points = [(m.value, m.step) for m in history if math.isfinite(m.value)]
+    if not points:
+        return math.nan, -1
+    value, step = min(points) if mode == "min" else max(points, key=lambda p: (p[0], -p[1]))
+    return float(value), int(step)
+
+
+def _selection(parent: Run, stage: str) -> tuple[str, str]:
+    default = DEFAULT_SELECTION.get(stage, ("val/rmse", "min"))
+    return parent.data.tags.get(TAG_METRIC, default[0]), parent.data.tags.get(TAG_MODE, default[1])
+
+
+def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
