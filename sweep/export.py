@@ -1,0 +1,301 @@
+"""Pick each architecture's best model per stage, test it once, export it and register it.
+
+``python -m sweep.export SWEEP_DIR [--out DIR] [--stage all|nyu|diw] [--seeds N] [--no-register]``
+
+For every stage and architecture of the sweep in SWEEP_DIR (``runs/sweeps/<study>/``):
+
+1. the child run with the best *validation* metric is chosen (``sweep.select``);
+2. its best-epoch checkpoint is evaluated once on the held-out test split (NYU: the standard
+   metrics on the test frames plus ``mse_norm``; DIW: accuracy and WHDR), and the numbers are
+   logged to that run as ``test/*``, with the CPU latency as ``export/latency_ms``;
+3. ``SWEEP_DIR/export/<architecture>-<stage>/`` receives ``model.pt`` (TorchScript),
+   ``model.onnx``, ``state_dict.pt`` + ``config.yaml``, ``metrics.json`` and ``MODEL_CARD.md``;
+4. the model is logged with MLflow's PyTorch flavour and registered as
+   ``depthsweep-<architecture>-<stage>`` with the alias ``champion``.
+
+``--seeds N`` retrains each winner's configuration with N more seeds and reports the test
+metric's mean and 95 % confidence interval, and whether the architectures differ by more
+than that spread (Welch's t-test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
+from depthcore.evaluate import evaluate_checkpoint
+from depthcore.latency import cpu_latency_ms
+from depthcore.models import model_info
+from sweep.export_files import EXPORTERS, write_model_files
+from sweep.model_card import model_card
+from sweep.select import SelectionError, Study, TrialRun, load_study
+from sweep.tracking import TAG_STAGE1_RUN
+from sweep.trial_tags import describe_model
+
+CHAMPION = "champion"
+TAG_EXPORTED = "depthsweep.export_dir"
+LATENCY_THREADS = 1
+
+
+def registered_name(architecture: str, stage: str) -> str:
+    return f"depthsweep-{architecture}-{stage}"
+
+
+def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+    """``sweep.json`` of a sweep folder, with ``mlflow_tracking_uri`` overridden by ``MLFLOW_TRACKING_URI``."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        raise SelectionError(f"{sweep_dir}: not a sweep folder (no sweep.json); pass runs/sweeps/<study>")
+    info = json.loads(path.read_text())
+    info["mlflow_tracking_uri"] = os.environ.get("MLFLOW_TRACKING_URI") or info["mlflow_tracking_uri"]
+    return info
+
+
+def export_sweep(
+    sweep_dir: str | Path, out_dir: str | Path | None = None, *, stages: list[str] | None = None, seeds: int = 0,
+    register: bool = True, onnx_exporter: str = "dynamo", device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Export the winners of a sweep; returns each winner's ``metrics.json`` contents."""
+    from mlflow import MlflowClient
+
+    sweep = read_sweep(sweep_dir)
+    study = load_study(sweep["mlflow_tracking_uri"], sweep["name"])
+    winners = study.winners()
+    chosen = [s for s in (stages or list(winners)) if s in winners]
+    if not chosen:
+        raise SelectionError(f"{sweep_dir}: no finished trial to export in stage(s) {', '.join(stages or winners)}")
+    out = Path(out_dir) if out_dir else Path(sweep_dir) / "export"
+    client = MlflowClient(sweep["mlflow_tracking_uri"])
+    exported = []
+    for stage in chosen:
+        for architecture, winner in winners[stage].items():
+            print(f"[export] {stage} {architecture}: run {winner.run_id} ({winner.metric} {winner.value:.4f} "
+                  f"at epoch {winner.epoch})", flush=True)
+            exported.append(export_winner(winner, study, sweep, client, out / f"{architecture}-{stage}",
+                                          seeds=seeds, register=register, onnx_exporter=onnx_exporter, device=device))
+    if seeds:
+        comparison = compare_architectures(exported)
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+        for line in comparison_lines(comparison):
+            print(line)
+    (out / "exported.json").write_text(json.dumps(
+        [{k: e[k] for k in ("stage", "architecture", "run_id", "directory", "registered_name")} for e in exported],
+        indent=2))
+    return exported
+
+
+def export_winner(
+    winner: TrialRun, study: Study, sweep: dict[str, Any], client: Any, dest: Path, *, seeds: int, register: bool,
+    onnx_exporter: str, device: str,
+) -> dict[str, Any]:
+    """Test, export and register one winner; returns what ``metrics.json`` holds."""
+    started = time.perf_counter()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="depthsweep-export-") as tmp:
+        local = client.download_artifacts(winner.run_id, "checkpoint", tmp)
+        checkpoint = Path(local) / "checkpoint.pt"
+        payload = load_checkpoint(checkpoint)
+        if payload["epoch"] != winner.epoch:
+            raise SelectionError(f"run {winner.run_id}: its checkpoint artifact is from epoch {payload['epoch']}, "
+                                 f"but its best {winner.metric} is at epoch {winner.epoch}")
+        print(f"[export] {winner.stage} {winner.architecture}: evaluating on the test split", flush=True)
+        test = evaluate_checkpoint(str(checkpoint), "test", device=device)
+    model = model_from_checkpoint(payload)
+    config = dict(payload["config"])
+    config["model"] = dict(payload["model"])  # stage diw: the stage-1 model it fine-tuned
+    size = (int(config["data"]["size"][0]), int(config["data"]["size"][1]))
+    print(f"[export] {winner.stage} {winner.architecture}: writing TorchScript and ONNX to {dest}", flush=True)
+    files = write_model_files(model, config, size, dest, onnx_exporter=onnx_exporter)
+    latency = cpu_latency_ms(model, size, batch=1, threads=LATENCY_THREADS)
+    counts = model_info(model)
+    info: dict[str, Any] = {
+        "registered_name": registered_name(winner.architecture, winner.stage),
+        "study": study.name, "stage": winner.stage, "architecture": winner.architecture,
+        "run_id": winner.run_id, "trial_key": winner.trial_key, "stage1_run_id": winner.tags.get(TAG_STAGE1_RUN),
+        "directory": str(dest.resolve()), "input_size": list(size),
+        "model": {**payload["model"], **describe_model(payload["model"]["name"], payload["model"]["args"],
+                                                       counts["total"]),
+                  "parameters_total": counts["total"], "parameters_trainable": counts["trainable"]},
+        "selection": {"metric": winner.metric, "mode": winner.mode, "value": winner.value, "epoch": winner.epoch,
+                      "candidates": sum(1 for r in study.trials[winner.stage]
+                                        if r.architecture == winner.architecture)},
+        "params": dict(sorted(winner.params.items())),
+        "validation": _validation_at(client, winner),
+        "test": {k: test[k] for k in ("nyu", "nyu_frames", "diw", "diw_pairs", "median_scaled") if k in test},
+        "test_constant": test.get("nyu_constant", {}), "train_mean_depth": test.get("train_mean_depth"),
+        "latency": latency, "files": files, "data": _data_description(sweep, config),
+        "environment": {"torch": torch.__version__, "cpu": _cpu_name(), "python": platform.python_version()},
+    }
+    info["model"]["architecture"] = winner.architecture
+    if seeds:
+        from sweep.export_seeds import retrain_with_seeds
+
+        info["seeds"] = retrain_with_seeds(config, seeds, dest / "seeds", device=device)
+    (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
+    (dest / "MODEL_CARD.md").write_text(model_card(info))
+    _log_to_run(client, winner, info)
+    if register:
+        info["registered_version"] = register_model(model, dest, info, sweep["mlflow_tracking_uri"])
+        (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
+    print(f"[export] {winner.stage} {winner.architecture}: {_headline(info)}; latency "
+          f"{latency['median_ms']:.1f} ms; done in {time.perf_counter() - started:.0f} s", flush=True)
+    return info
+
+
+def test_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """The ``test/*`` metrics logged to a winner's run (NYU depth for stage nyu, DIW ordinal for both)."""
+    metrics: dict[str, float] = {}
+    test = info["test"]
+    prefix = "test/median_scaled/" if info["stage"] == "diw" else "test/"
+    for key, value in test.get("nyu", {}).items():
+        metrics[prefix + key] = float(value)
+    for key in ("accuracy", "whdr"):
+        if key in test.get("diw", {}):
+            metrics[f"test/{key}"] = float(test["diw"][key])
+    metrics["export/latency_ms"] = float(info["latency"]["median_ms"])
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def register_model(model: torch.nn.Module, dest: Path, info: dict[str, Any], tracking_uri: str) -> int:
+    """Log ``model`` with MLflow's PyTorch flavour (export files attached) and make it ``<name>@champion``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = info["registered_name"]
+    mlflow.set_tracking_uri(tracking_uri)
+    extra = [str(dest / f) for f in ("config.yaml", "state_dict.pt", "metrics.json", "MODEL_CARD.md")]
+    with mlflow.start_run(run_id=info["run_id"]):
+        logged = mlflow.pytorch.log_model(
+            model, name="model", extra_files=extra, registered_model_name=name, serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "depthsweep"],
+        )
+    client = MlflowClient(tracking_uri)
+    version = int(logged.registered_model_version)
+    client.update_model_version(name, str(version), description=(dest / "MODEL_CARD.md").read_text())
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    print(f"[export] registered models:/{name}@{CHAMPION} (version {version})", flush=True)
+    return version
+
+
+def compare_architectures(exported: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage, Welch's t-test between the architectures' seed results (two architectures)."""
+    from scipy import stats
+
+    result: dict[str, Any] = {}
+    for stage in sorted({e["stage"] for e in exported}):
+        rows = [e for e in exported if e["stage"] == stage and e.get("seeds")]
+        if len(rows) != 2:
+            continue
+        a, b = rows
+        metric, mode = a["seeds"]["metric"], a["selection"]["mode"]
+        test = stats.ttest_ind(a["seeds"]["values"], b["seeds"]["values"], equal_var=False)
+        better = a if (a["seeds"]["mean"] < b["seeds"]["mean"]) == (mode == "min") else b
+        result[stage] = {
+            "metric": metric, "mode": mode, "p_value": float(test.pvalue),
+            "means": {r["architecture"]: r["seeds"]["mean"] for r in rows},
+            "ci95": {r["architecture"]: r["seeds"]["ci95"] for r in rows},
+            "better": better["architecture"], "significant": bool(test.pvalue < 0.05),
+        }
+    return result
+
+
+def comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    lines = []
+    for stage, c in comparison.items():
+        means = ", ".join(f"{arch} {m:.4f} ± {c['ci95'][arch]:.4f}" for arch, m in c["means"].items())
+        verdict = (f"{c['better']} is better (p = {c['p_value']:.3f})" if c["significant"]
+                   else f"no difference beyond the seed-to-seed spread (p = {c['p_value']:.3f})")
+        lines.append(f"[export] {stage}: test {c['metric']} {means}: {verdict}")
+    return lines
+
+
+def _validation_at(client: Any, winner: TrialRun) -> dict[str, float]:
+    values = {}
+    for key in sorted(k for k in winner.metrics if k.startswith("val/")):
+        for point in client.get_metric_history(winner.run_id, key):
+            if point.step == winner.epoch and math.isfinite(point.value):
+                values[key] = float(point.value)
+    return values
+
+
+def _log_to_run(client: Any, winner: TrialRun, info: dict[str, Any]) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in test_metrics(info).items()]
+    client.log_batch(winner.run_id, metrics=metrics, tags=[RunTag(TAG_EXPORTED, info["directory"])])
+    client.log_artifact(winner.run_id, str(Path(info["directory"]) / "MODEL_CARD.md"), "export")
+    client.log_artifact(winner.run_id, str(Path(info["directory"]) / "metrics.json"), "export")
+
+
+def _data_description(sweep: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    synthetic = (sweep.get("spec_resolved") or {}).get("data", {}).get("synthetic")
+    data = config["data"]
+    source = f"NYU-format file {data.get('nyu_path')}"
+    if config["train"]["stage"] == "diw":
+        source += f", fine-tuned on DIW pairs from {data.get('diw_train_csv')}"
+    if synthetic:
+        source = "synthetic rooms rendered by depthcore.data.synthetic in the real file formats; " + source
+    split = (f"from {data['split_file']}" if data.get("split_file") else "the official NYU Depth V2 795/654 split")
+    if data.get("scheme") == "seed_random":
+        split = "the seed study's random 70/15/15 frame split"
+    return {"description": source, "split": split, "synthetic": bool(synthetic)}
+
+
+def _headline(info: dict[str, Any]) -> str:
+    test = info["test"]
+    parts = []
+    if "nyu" in test:
+        parts.append(f"test rmse {test['nyu']['rmse']:.4f}" + (" (median-scaled)" if info["stage"] == "diw" else ""))
+    if "diw" in test:
+        parts.append(f"test accuracy {test['diw']['accuracy']:.4f}")
+    return ", ".join(parts) or "no test metrics"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweep.export", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="the sweep's folder, runs/sweeps/<study>")
+    parser.add_argument("--out", help="export folder (default: SWEEP_DIR/export)")
+    parser.add_argument("--stage", choices=["all", "nyu", "diw"], default="all")
+    parser.add_argument("--seeds", type=int, default=0, help="retrain each winner with N seeds (default 0: no)")
+    parser.add_argument("--no-register", action="store_true", help="skip the MLflow Model Registry")
+    parser.add_argument("--onnx-exporter", choices=EXPORTERS, default="dynamo",
+                        help="torch.onnx exporter: dynamo (default) or the faster, deprecated torchscript")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = parser.parse_args(argv)
+    if args.seeds < 0 or args.seeds == 1:
+        print(f"error: --seeds: expected 0 or at least 2, found {args.seeds}", file=sys.stderr)
+        return 2
+    try:
+        export_sweep(args.sweep_dir, args.out, stages=None if args.stage == "all" else [args.stage],
+                     seeds=args.seeds, register=not args.no_register, onnx_exporter=args.onnx_exporter,
+                     device=args.device)
+    except (SelectionError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

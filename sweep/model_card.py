@@ -1,0 +1,112 @@
+"""``MODEL_CARD.md`` of an exported model: what it is, how it was trained and chosen, how well it does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from depthcore.evaluate import NYU_KEYS
+
+SEED_TABLE = """\
+| model (seed study) | parameters | NYU MSE (normalised depth) | DIW accuracy |
+|---|---|---|---|
+| U-Net++ (resnet34 encoder) | about 26 M | 0.032 | 65.3 % |
+| LR-ASPP MobileNetV3-large | about 3.2 M | 0.058 | 58.4 % |
+
+From the course study depthsweep started from: NYU Depth V2 at 200x200 with a seeded random
+70/15/15 frame split, then fine-tuning on a re-split of the DIW test set. "NYU MSE" there is
+`mse_norm` here. The numbers are not comparable with a model trained on other data or splits."""
+
+
+def model_card(info: dict[str, Any]) -> str:
+    """Markdown model card from the ``metrics.json`` contents of one export (see ``sweep.export``)."""
+    model, size, stage = info["model"], info["input_size"], info["stage"]
+    relative = stage == "diw"
+    unit = "relative depth (arbitrary scale per image)" if relative else "depth in metres"
+    lines = [
+        f"# {info['registered_name']}",
+        "",
+        f"{model['architecture']} depth model selected by `python -m sweep.export` from sweep "
+        f"`{info['study']}`, stage `{stage}` ({'fine-tuned on DIW relative-depth pairs' if relative else 'supervised NYU Depth V2 depth'}).",
+        "",
+        "## Model",
+        "",
+        f"- registry name `{model['name']}`, arguments `{json.dumps(model['args'])}`; family `{model['architecture']}`, "
+        f"encoder/backbone `{model['encoder']}`",
+        f"- parameters: {model['parameters_total']:,} total, {model['parameters_trainable']:,} trainable",
+        f"- input: float32 RGB images `(B, 3, {size[0]}, {size[1]})` with values in [0, 1] (normalisation is inside "
+        f"the model); output: `(B, 1, {size[0]}, {size[1]})` {unit}, always > 0",
+        f"- `model.pt` (TorchScript) and `model.onnx` take any batch size at {size[0]}x{size[1]} only and reject other "
+        "sizes with an error naming the expected shape (tracing fixes U-Net++'s padding). For other sizes resize the "
+        "image, or rebuild the eager model, which takes any size: "
+        "`depthcore.models.model_from_spec(yaml.safe_load(open('config.yaml'))['model'])` and "
+        "`load_state_dict(torch.load('state_dict.pt'))`.",
+        f"- exported files agree with eager PyTorch within {_max_diff(info):.1e} (relative; TorchScript and "
+        "onnxruntime, checked on export)",
+        "",
+        "## Training and selection",
+        "",
+        f"- training data: {info['data']['description']}",
+        f"- NYU split: {info['data']['split']}; validation carved from train by scene",
+        f"- selected by the validation metric only: `{info['selection']['metric']}` = "
+        f"{info['selection']['value']:.4f} ({info['selection']['mode']}) at epoch {info['selection']['epoch']}, "
+        f"best of {info['selection']['candidates']} {model['architecture']} trials of the stage",
+        f"- MLflow run `{info['run_id']}` (trial `{info['trial_key']}`)"
+        + (f", started from stage-1 run `{info['stage1_run_id']}`" if info.get("stage1_run_id") else ""),
+        f"- trial parameters: `{json.dumps(info['params'], sort_keys=True)}`",
+        "",
+        "## Results",
+        "",
+        _metrics_table(info),
+        "",
+        f"CPU latency at batch 1, {size[0]}x{size[1]}, {int(info['latency']['threads'])} thread(s), eager PyTorch "
+        f"{info['environment']['torch']}: median {info['latency']['median_ms']:.1f} ms "
+        f"(p90 {info['latency']['p90_ms']:.1f} ms) on {info['environment']['cpu']}.",
+    ]
+    if info.get("seeds"):
+        seeds = info["seeds"]
+        lines += ["", f"Retrained with {seeds['n']} seeds: test `{seeds['metric']}` mean {seeds['mean']:.4f}, "
+                  f"95 % confidence interval ±{seeds['ci95']:.4f} (values {', '.join(f'{v:.4f}' for v in seeds['values'])})."]
+    lines += ["", "## The seed study, for comparison", "", SEED_TABLE, "", "## Known limits", ""]
+    lines += [f"- {limit}" for limit in _limits(info)]
+    return "\n".join(lines) + "\n"
+
+
+def _metrics_table(info: dict[str, Any]) -> str:
+    test, val, constant = info["test"], info["validation"], info.get("test_constant", {})
+    keys = [k for k in NYU_KEYS if k in test.get("nyu", {})]
+    rows = []
+    if keys:
+        scaled = " (per-image median scaling: the model predicts relative depth)" if info["stage"] == "diw" else ""
+        rows += [f"NYU Depth V2 test split, {test['nyu_frames']} frames, standard protocol{scaled}:", "",
+                 "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+                 "| this model | " + " | ".join(f"{test['nyu'][k]:.4f}" for k in keys) + " |"]
+        if constant:
+            rows.append(f"| constant {info['train_mean_depth']:.2f} m | "
+                        + " | ".join(f"{constant[k]:.4f}" for k in keys) + " |")
+        rows.append("")
+    if "diw" in test:
+        rows += [f"DIW test split, {test['diw_pairs']} pairs: accuracy {test['diw']['accuracy']:.4f}, "
+                 f"WHDR {test['diw']['whdr']:.4f}", ""]
+    rows.append("Validation at the selected epoch: "
+                + ", ".join(f"`{k}` {v:.4f}" for k, v in sorted(val.items())))
+    return "\n".join(rows)
+
+
+def _max_diff(info: dict[str, Any]) -> float:
+    return max(info["files"]["max_relative_difference"].values())
+
+
+def _limits(info: dict[str, Any]) -> list[str]:
+    limits = []
+    if info["data"].get("synthetic"):
+        limits.append("trained on depthsweep's procedurally rendered rooms (synthetic data in the NYU/DIW file "
+                      "formats): a pipeline check, not a model for real photographs")
+    if info["stage"] == "diw":
+        limits.append("predicts relative depth only: scale and shift are arbitrary, compare orderings or "
+                      "median-scale against a reference before reading metres")
+    limits.append(f"trained and tested at {info['input_size'][0]}x{info['input_size'][1]}; other resolutions are "
+                  "untested")
+    limits.append("one training run: differences between architectures smaller than the seed-to-seed spread "
+                  "(`python -m sweep.export --seeds N`) are not differences")
+    return limits
