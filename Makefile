@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 $(DATA)/nyu_depth_v2_labeled.mat: | venv
-	$(PY) -m depthcore.data.synthetic --out $(DATA)
+	$(PY) -m depthcore.data.synthetic --out $(DATA) --frames 600 --diw-train 500 --diw-test 200
 
 $(DATA)/nyu_cache_96.h5: $(DATA)/nyu_depth_v2_labeled.mat
 	$(PY) -m depthcore.data.prepare nyu --src $< --out $@ --size 96 96 --split-file $(DATA)/splits.mat

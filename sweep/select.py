@@ -72,7 +72,7 @@ class Study:
     def winners(self) -> dict[str, dict[str, TrialRun]]:
         """``{stage: {architecture: best TrialRun}}`` by validation metric; failed trials excluded."""
         result: dict[str, dict[str, TrialRun]] = {}
-        for stage, runs in self.trials.items():
+        for stage, runs in sorted(self.trials.items(), key=lambda item: _stage_order(item[0])):
             best: dict[str, TrialRun] = {}
             for run in runs:
                 if run.state == "failed" or math.isnan(run.value):
@@ -122,6 +122,11 @@ def best_in_history(client: MlflowClient, run_id: str, metric: str, mode: str) -
         return math.nan, -1
     value, step = min(points) if mode == "min" else max(points, key=lambda p: (p[0], -p[1]))
     return float(value), int(step)
+
+
+def _stage_order(stage: str) -> tuple[int, str]:
+    order = list(DEFAULT_SELECTION)
+    return (order.index(stage) if stage in order else len(order), stage)
 
 
 def _selection(parent: Run, stage: str) -> tuple[str, str]:

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
+from sweep_copy import copy_sweep
 
 from sweep.report import build_report, main, to_html, to_markdown
 from sweep.report_plots import Point, importances, model_spec, pareto_front
@@ -108,32 +107,6 @@ def test_table_numbers_equal_those_in_mlflow(report, tiny_sweep):
 
 def _label(arch: str) -> str:
     return {"unetpp": "U-Net++", "lraspp": "LR-ASPP"}[arch]
-
-
-def copy_sweep(tiny: dict[str, Any], dst: Path) -> tuple[Path, str]:
-    """A copy of study ``tiny`` (MLflow store, its artifacts, Optuna storage, sweep.json) in ``dst``.
-
-    MLflow keeps absolute artifact locations in its tables, so the copied store is pointed at the
-    copied artifact folder; otherwise logging to the copy would write into the original's folder.
-    Returns the copied sweep folder and the copy's tracking URI.
-    """
-    src = tiny["dir"].parent
-    shutil.copy2(src / "mlflow.db", dst / "mlflow.db")
-    shutil.copytree(src / "mlartifacts" / "tiny", dst / "mlartifacts" / "tiny")
-    old, new = (src / "mlartifacts").resolve().as_uri(), (dst / "mlartifacts").resolve().as_uri()
-    with sqlite3.connect(dst / "mlflow.db") as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
-        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
-    db.close()
-    sweep_dir = dst / "tiny"
-    sweep_dir.mkdir()
-    shutil.copy2(tiny["dir"] / "optuna.db", sweep_dir / "optuna.db")
-    record = json.loads((tiny["dir"] / "sweep.json").read_text())
-    record["optuna_storage"] = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    # Nothing there: the report must take MLFLOW_TRACKING_URI from the environment instead.
-    record["mlflow_tracking_uri"] = f"sqlite:///{(dst / 'nowhere' / 'mlflow.db').resolve()}"
-    (sweep_dir / "sweep.json").write_text(json.dumps(record))
-    return sweep_dir, f"sqlite:///{(dst / 'mlflow.db').resolve()}"
 
 
 def test_exported_test_metrics_are_reported_and_the_report_is_logged(report, tiny_sweep, tmp_path):

@@ -1,0 +1,184 @@
+"""sweep.export and sweep.select: validation-only selection, exported files equal eager PyTorch, registry."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from sweep_copy import copy_sweep
+
+from depthcore.models import create_model, model_from_spec
+from sweep.export import compare_architectures, main, registered_name
+from sweep.export_files import TOLERANCE, relative_difference, write_model_files
+from sweep.select import load_study
+from sweep.tracking import TAG_ARCHITECTURE, TAG_KIND, TAG_METRIC, TAG_MODE, TAG_PARENT, TAG_STAGE_PARENT
+
+# -- selection: a constructed study in a real MLflow store -----------------------------------
+
+
+def _child(client, experiment_id, parent_id, architecture, val_history, test_rmse):
+    run = client.create_run(experiment_id, tags={TAG_KIND: "trial", TAG_PARENT: parent_id,
+                                                 TAG_ARCHITECTURE: architecture, "stage": "nyu"})
+    for step, value in enumerate(val_history, start=1):
+        client.log_metric(run.info.run_id, "val/rmse", value, step=step)
+    client.log_metric(run.info.run_id, "test/rmse", test_rmse)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def test_selection_uses_the_validation_metric_even_when_test_disagrees(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("constructed", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id, tags={TAG_KIND: "parent", TAG_STAGE_PARENT: "nyu",
+                                                    TAG_METRIC: "val/rmse", TAG_MODE: "min"}).info.run_id
+    # Best validation value 0.50 (epoch 2) but the worst test value; the other run is the test-best.
+    val_best = _child(client, experiment_id, parent, "unetpp", [0.9, 0.50, 0.7], test_rmse=2.0)
+    _child(client, experiment_id, parent, "unetpp", [0.8, 0.60], test_rmse=0.1)
+    lraspp = _child(client, experiment_id, parent, "lraspp", [1.0, 0.95], test_rmse=0.2)
+    winners = load_study(uri, "constructed").winners()
+    assert winners["nyu"]["unetpp"].run_id == val_best
+    assert winners["nyu"]["unetpp"].value == pytest.approx(0.50) and winners["nyu"]["unetpp"].epoch == 2
+    assert winners["nyu"]["lraspp"].run_id == lraspp
+
+
+# -- exported files against eager PyTorch ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unetpp_3m", "lraspp_3m"])
+def test_torchscript_and_onnx_match_eager_at_the_real_size(name, tmp_path):
+    import onnxruntime
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    config = {"model": dict(model.depthcore_spec), "data": {"size": [200, 200]}, "train": {"stage": "nyu"}}
+    checks = write_model_files(model, config, (200, 200), tmp_path, onnx_exporter="torchscript")
+    assert max(checks["max_relative_difference"].values()) <= TOLERANCE
+    image = torch.rand(2, 3, 200, 200)
+    with torch.no_grad():
+        expected = model(image)
+        scripted = torch.jit.load(str(tmp_path / "model.pt"))
+        assert relative_difference(scripted(image), expected) <= TOLERANCE
+        rebuilt = model_from_spec(yaml.safe_load((tmp_path / "config.yaml").read_text())["model"])
+        rebuilt.load_state_dict(torch.load(tmp_path / "state_dict.pt", weights_only=True))
+        assert relative_difference(rebuilt.eval()(image), expected) == 0.0
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):  # dynamic batch
+        x = torch.rand(batch, 3, 200, 200)
+        with torch.no_grad():
+            eager = model(x)
+        out = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        assert out.shape == (batch, 1, 200, 200) and relative_difference(out, eager) <= TOLERANCE
+    # Another size: the TorchScript guard names the expected shape.
+    with pytest.raises(Exception, match=r"\(B, 3, 200, 200\), found \[1, 3, 96, 128\]"):
+        scripted(torch.rand(1, 3, 96, 128))
+
+
+@pytest.mark.slow
+def test_dynamo_onnx_exporter_matches_eager(tmp_path):
+    import onnxruntime
+
+    model = create_model("lraspp_3m").eval()
+    config = {"model": dict(model.depthcore_spec), "data": {"size": [64, 64]}, "train": {"stage": "nyu"}}
+    write_model_files(model, config, (64, 64), tmp_path, onnx_exporter="dynamo")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        assert relative_difference(torch.from_numpy(session.run(None, {"image": x.numpy()})[0]), model(x)) <= TOLERANCE
+
+
+def test_seed_comparison_calls_a_difference_only_beyond_the_spread():
+    def row(arch, values):
+        mean = float(np.mean(values))
+        return {"stage": "nyu", "architecture": arch, "selection": {"mode": "min"},
+                "seeds": {"metric": "test/rmse", "values": values, "mean": mean, "ci95": 0.0}}
+
+    clear = compare_architectures([row("unetpp", [0.50, 0.51, 0.49]), row("lraspp", [0.80, 0.81, 0.79])])
+    assert clear["nyu"]["significant"] and clear["nyu"]["better"] == "unetpp"
+    noisy = compare_architectures([row("unetpp", [0.5, 0.9, 0.4]), row("lraspp", [0.6, 0.5, 0.8])])
+    assert not noisy["nyu"]["significant"]
+
+
+# -- the whole export on a copy of the tiny sweep -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_sweep, tmp_path_factory):
+    """``python -m sweep.export`` on a copy of the tiny sweep (study tiny stays as it is).
+
+    In a fresh process: MLflow caches one artifact repository per run id and process, and the
+    copy's runs have the original's ids, so logging from this process would reach the original.
+    """
+    root = tmp_path_factory.mktemp("export")
+    sweep_dir, uri = copy_sweep(tiny_sweep, root)
+    out = root / "export"
+    done = subprocess.run([sys.executable, "-m", "sweep.export", str(sweep_dir), "--out", str(out),
+                           "--onnx-exporter", "torchscript"], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "registered models:/depthsweep-" in done.stdout
+    return {"uri": uri, "out": out, "study": load_study(uri, "tiny")}
+
+
+@pytest.mark.slow
+def test_export_writes_every_file_and_logs_test_metrics(exported):
+    client = MlflowClient(exported["uri"])
+    listed = json.loads((exported["out"] / "exported.json").read_text())
+    winners = exported["study"].winners()
+    assert sorted((r["stage"], r["architecture"]) for r in listed) == sorted(
+        (stage, arch) for stage, best in winners.items() for arch in best)
+    for row in listed:
+        folder = exported["out"] / f"{row['architecture']}-{row['stage']}"
+        for name in ("model.pt", "model.onnx", "state_dict.pt", "config.yaml", "metrics.json", "MODEL_CARD.md"):
+            assert (folder / name).stat().st_size > 0, name
+        info = json.loads((folder / "metrics.json").read_text())
+        assert info["run_id"] == winners[row["stage"]][row["architecture"]].run_id
+        logged = client.get_run(info["run_id"]).data.metrics
+        if row["stage"] == "nyu":
+            assert set(info["test"]["nyu"]) >= {"rmse", "abs_rel", "d1", "mse_norm"}
+            for key, value in info["test"]["nyu"].items():
+                if math.isfinite(value):
+                    assert logged[f"test/{key}"] == pytest.approx(value)
+        else:
+            assert logged["test/accuracy"] == pytest.approx(info["test"]["diw"]["accuracy"])
+            assert logged["test/whdr"] == pytest.approx(info["test"]["diw"]["whdr"])
+        assert logged["export/latency_ms"] == pytest.approx(info["latency"]["median_ms"]) and info["latency"]["median_ms"] > 0
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert f"{info['latency']['median_ms']:.1f} ms" in card and "0.032" in card  # latency and the seed's table
+        assert f"(B, 3, {info['input_size'][0]}, {info['input_size'][1]})" in card
+
+
+@pytest.mark.slow
+def test_champion_alias_loads_the_exported_model(exported):
+    import mlflow.pytorch
+
+    row = json.loads((exported["out"] / "exported.json").read_text())[0]
+    folder = exported["out"] / f"{row['architecture']}-{row['stage']}"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    size = config["data"]["size"]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    try:
+        loaded = mlflow.pytorch.load_model(f"models:/{registered_name(row['architecture'], row['stage'])}@champion")
+    finally:
+        mp.undo()
+    scripted = torch.jit.load(str(folder / "model.pt"))
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        assert relative_difference(scripted(x), loaded.eval()(x)) <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_export_of_an_unknown_folder_is_one_line_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "sweep.json" in err
