@@ -131,6 +131,11 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
                                parent_run_id=parent, threads=threads, study_name=name, data_paths=data_paths,
                                stage1=stage1)
             results = _run_stage(ctx, sweep_dir, storage_url, resume, stage1_choices)
+            if _interrupted(results, spec.stages[stage].num_samples, spec.study.time_budget_s):
+                finish_parent(parent, {"interrupted": "true"}, tracking_uri, status="KILLED")
+                print(f"\n[{stage}] interrupted after {results.num_terminated} finished trial(s); the state is saved. "
+                      f"Continue with:\n  python -m sweep.run {spec.path} --resume {sweep_dir}", flush=True)
+                return 130
             best = _best_per_architecture(results, ctx)
             summary[stage] = best
             finish_parent(parent, {f"best/{arch}/{k}": v for arch, row in best.items()
@@ -145,6 +150,12 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
 
     print_summary(summary, spec, sweep_dir, tracking_uri, time.perf_counter() - started)
     return 0
+
+
+def _interrupted(results: tune.ResultGrid, num_samples: int, time_budget_s: float | None) -> bool:
+    """Whether Tune returned early because of Ctrl-C / SIGINT (it returns normally, with unfinished trials)."""
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    return unfinished > 0 or (time_budget_s is None and len(results) < num_samples)
 
 
 def _load_topk(sweep_dir: Path) -> list[dict[str, Any]]:
