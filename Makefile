@@ -25,7 +25,7 @@ $(DATA)/nyu_cache_96.h5: $(DATA)/nyu_depth_v2_labeled.mat
 # The main job: a TPE + ASHA sweep over both architectures and both stages on a generated
 # dataset in the real NYU/DIW file formats, tracked in MLflow (see README).
 quickstart: venv
-	$(PY) -m sweep.run search_spaces/quickstart.yaml
+	$(PY) -m sweep.run search_spaces/quickstart.yaml --export --onnx-exporter torchscript --report
 
 # No sweep: one two-stage training run per architecture (the matched 3 M pair), then the
 # test metrics next to the constant-depth baseline.

@@ -92,7 +92,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("  " + "  ".join(f"{result['nyu_constant'][k]:8.4f}" for k in NYU_KEYS)
                      + f"  constant {result['train_mean_depth']:.2f} m (mean training depth)")
         gain = 1.0 - result["nyu"]["rmse"] / result["nyu_constant"]["rmse"]
-        lines.append(f"  RMSE {100 * gain:.1f} % below the constant predictor")
+        lines.append(f"  RMSE {100 * abs(gain):.1f} % {'below' if gain >= 0 else 'above'} the constant predictor")
     if "diw" in result:
         lines.append(f"DIW, {result['diw_pairs']} pairs: accuracy {result['diw']['accuracy']:.4f}  "
                      f"WHDR {result['diw']['whdr']:.4f}")

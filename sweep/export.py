@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.onnx exporter: dynamo (default) or the faster, deprecated torchscript")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if args.seeds < 0 or args.seeds == 1:
         print(f"error: --seeds: expected 0 or at least 2, found {args.seeds}", file=sys.stderr)
         return 2

@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stage", choices=["all", "nyu", "diw"], default="all", help="run one stage only")
     p.add_argument("--stage1-from", metavar="SWEEP_DIR",
                    help="with --stage diw: fine-tune the top stage-1 trials of this earlier sweep")
+    p.add_argument("--export", action="store_true",
+                   help="then run python -m sweep.export on the sweep (test metrics, exported models, registry)")
+    p.add_argument("--onnx-exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="with --export: torch.onnx exporter (see python -m sweep.export --help)")
+    p.add_argument("--report", action="store_true", help="then run python -m sweep.report on the sweep")
     return p.parse_args(argv)
 
 
@@ -94,11 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.orchestrate import run_sweep  # imports Ray: after validation, so errors stay fast
 
     try:
-        return run_sweep(spec, stages, sweep_dir, resume=args.resume is not None, address=args.address,
+        code = run_sweep(spec, stages, sweep_dir, resume=args.resume is not None, address=args.address,
                          stage1_from=Path(args.stage1_from) if args.stage1_from else None)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if code == 0 and args.export:
+        from sweep import export
+
+        print(f"\n$ python -m sweep.export {sweep_dir} --onnx-exporter {args.onnx_exporter}", flush=True)
+        code = export.main([str(sweep_dir), "--onnx-exporter", args.onnx_exporter])
+    if code == 0 and args.report:
+        from sweep import report
+
+        print(f"\n$ python -m sweep.report {sweep_dir}", flush=True)
+        code = report.main([str(sweep_dir)])
+    if code == 0 and (args.export or args.report):
+        from sweep.summary import next_steps
+
+        print("\n" + next_steps(sweep_dir, export=args.export, report=args.report))
+    return code
 
 
 if __name__ == "__main__":

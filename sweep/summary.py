@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,24 @@ def print_summary(summary: dict[str, Any], spec: SweepSpec, sweep_dir: Path, tra
     print(format_summary(summary))
     print(f"\nsweep {sweep_dir.name} finished in {seconds / 60:.1f} min; results in {sweep_dir}")
     print(f"Optuna study: optuna-dashboard or optuna.load_study(storage='sqlite:///{sweep_dir / 'optuna.db'}')")
+    print(mlflow_ui_line(tracking_uri))
+
+
+def mlflow_ui_line(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
-        print(f"MLflow: open {tracking_uri}")
-    else:
-        print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}   (then open http://127.0.0.1:5000)")
+        return f"MLflow: open {tracking_uri}"
+    return f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}   (then open http://127.0.0.1:5000)"
+
+
+def next_steps(sweep_dir: Path, *, export: bool, report: bool) -> str:
+    """Where to look once a sweep, its export and its report are done."""
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    lines = ["next:"]
+    if report:
+        lines.append(f"  report:   {sweep_dir / 'report' / 'report.md'} (and report.html)")
+    if export:
+        lines.append(f"  models:   {sweep_dir / 'export'}/<architecture>-<stage>/ (MODEL_CARD.md, model.pt, model.onnx)")
+        lines.append(f"  predict:  python -m sweep.predict --model {sweep_dir / 'export'}/unetpp-nyu  YOUR_IMAGES/")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or record["mlflow_tracking_uri"]
+    lines.append("  " + mlflow_ui_line(uri))
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ from typing import Any
 import ray.tune
 from ray.tune import Checkpoint
 
-from depthcore.checkpoint import model_from_checkpoint
+from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.config import ExperimentConfig, flatten
 from depthcore.engine import fit
 from depthcore.loaders import nyu_dataset
@@ -65,6 +65,10 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
         lineage = {"stage1_run_id": parent["run_id"], "stage1_trial": parent["trial_id"]}
     raw = ctx.spec.trial_config(ctx.stage, flat, **extra)
     raw.setdefault("train", {})["stage"] = ctx.stage
+    if ctx.stage == "diw":
+        # The model is the stage-1 checkpoint's; recording it keeps the run's model/* params true.
+        model = load_checkpoint(extra["train/init_checkpoint"])["model"]
+        raw["model"] = {"name": model["name"], "args": dict(model["args"])}
     return ExperimentConfig.from_dict(raw, source=f"trial config ({ctx.stage})"), lineage
 
 

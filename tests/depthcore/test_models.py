@@ -341,3 +341,16 @@ def test_lraspp_pretrained_loads_cached_backbone_weights(size: str, builder, emp
 
     backbone = inner(create_model("lraspp", size=size, pretrained=True)).backbone.state_dict()
     assert backbone and all(torch.equal(v, saved[f"features.{k}"]) for k, v in backbone.items())
+
+
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_lraspp_batchnorm_tracks_short_runs(size: str) -> None:
+    # torchvision's MobileNetV3 uses momentum 0.01: after 200 steps the running statistics would
+    # still be 13 % their initial values, and evaluation-mode predictions nearly constant.
+    norms = [m for m in create_model("lraspp", size=size).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+    slow = [m for m in create_model("lraspp", size=size, bn_momentum=0.01).modules()
+            if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.01 for m in slow)
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        create_model("lraspp", bn_momentum=0.0)

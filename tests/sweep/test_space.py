@@ -200,7 +200,7 @@ BAD = [
         spec_text(fixed="model/args/encoder: resnet18", conditional=None),
         [],
         [
-            "fixed.model/args/encoder: expected an argument of model 'lraspp' (size, width_mult, pretrained)",
+            "fixed.model/args/encoder: expected an argument of model 'lraspp' (size, width_mult, pretrained, bn_momentum)",
             "put it under conditional: model/name",
         ],
     ),
