@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,13 @@ def build_tuner(
     num_samples: int,
     max_epochs: int,
     stage1_choices: list[str] | None = None,
+    trainable: Callable[[dict[str, Any], TrialContext], None] = run_trial,
 ) -> tune.Tuner:
-    """A ``Tuner`` for one stage of the sweep (not yet started)."""
+    """A ``Tuner`` for one stage of the sweep (not yet started).
+
+    ``trainable(config, ctx)`` runs one trial; the default trains with depthcore. Another
+    function (e.g. the overhead benchmark's sleeping trial) gets everything else unchanged.
+    """
     spec, stage = ctx.spec, ctx.stage
     stage_spec = spec.stages[stage]
     # Stage 2 also chooses which top-k stage-1 checkpoint a trial fine-tunes.
@@ -166,9 +172,8 @@ def build_tuner(
     else:
         scheduler = FIFOScheduler()
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     return tune.Tuner(
-        trainable,
+        tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
         tune_config=tune.TuneConfig(
             metric=stage_spec.metric,
             mode=stage_spec.mode,
