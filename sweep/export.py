@@ -107,8 +107,9 @@ def export_winner(
         checkpoint = Path(local) / "checkpoint.pt"
         payload = load_checkpoint(checkpoint)
         if payload["epoch"] != winner.epoch:
-            raise SelectionError(f"run {winner.run_id}: its checkpoint artifact is from epoch {payload['epoch']}, "
-                                 f"but its best {winner.metric} is at epoch {winner.epoch}")
+            # Possible after a resumed trial, whose process no longer knew its earlier best epoch.
+            print(f"[export] warning: run {winner.run_id}: the checkpoint artifact is from epoch {payload['epoch']}, "
+                  f"its best {winner.metric} from epoch {winner.epoch}; exporting the checkpoint", flush=True)
         print(f"[export] {winner.stage} {winner.architecture}: evaluating on the test split", flush=True)
         test = evaluate_checkpoint(str(checkpoint), "test", device=device)
     model = model_from_checkpoint(payload)
@@ -128,6 +129,7 @@ def export_winner(
                                                        counts["total"]),
                   "parameters_total": counts["total"], "parameters_trainable": counts["trainable"]},
         "selection": {"metric": winner.metric, "mode": winner.mode, "value": winner.value, "epoch": winner.epoch,
+                      "checkpoint_epoch": int(payload["epoch"]),
                       "candidates": sum(1 for r in study.trials[winner.stage]
                                         if r.architecture == winner.architecture)},
         "params": dict(sorted(winner.params.items())),

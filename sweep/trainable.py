@@ -24,6 +24,7 @@ from depthcore.config import ExperimentConfig, flatten
 from depthcore.engine import fit
 from depthcore.loaders import nyu_dataset
 from depthcore.viz import preview_predictions
+from sweep.select import best_in_history
 from sweep.space import SweepSpec
 from sweep.tracking import TrialTracker
 from sweep.trial_tags import trial_tags
@@ -88,6 +89,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     tracker.log_config(cfg.to_dict())
     metric, mode = ctx.spec.stages[ctx.stage].metric, ctx.spec.stages[ctx.stage].mode
     best = {"value": math.inf if mode == "min" else -math.inf}
+    if tracker.resumed and tracker.run_id:
+        # A resumed trial keeps the best epoch it logged before the interruption.
+        earlier, _ = best_in_history(tracker.client, tracker.run_id, metric, mode)
+        if math.isfinite(earlier):
+            best["value"] = earlier
 
     def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         tracker.log_epoch(metrics, step=int(metrics["epoch"]))
