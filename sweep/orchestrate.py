@@ -55,9 +55,12 @@ def prepare_data(spec: SweepSpec, stages: list[str]) -> dict[str, str]:
     return paths
 
 
-def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int) -> list[dict[str, Any]]:
-    """The k stage-1 trials with the best validation value, with their best checkpoints."""
+def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int, per_architecture: bool) -> list[dict[str, Any]]:
+    """The k stage-1 trials (per architecture, or overall) with the best validation value, with their checkpoints."""
+    from mlflow import MlflowClient
+
     stage = ctx.spec.stages["nyu"]
+    client = MlflowClient(ctx.tracking_uri)
     rows = []
     for result in results:
         df = result.metrics_dataframe
@@ -68,11 +71,20 @@ def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int) -> list[di
         if checkpoint is None:
             continue
         trial_id = result.metrics["trial_id"]
-        key = f"{ctx.study_name}/nyu/{trial_id}"
-        rows.append({"trial_id": trial_id, "value": float(best), "checkpoint": checkpoint.path,
-                     "run_id": find_trial_run(ctx.tracking_uri, ctx.parent_run_id, key) or ""})
+        run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/nyu/{trial_id}") or ""
+        architecture = client.get_run(run_id).data.tags.get(TAG_ARCHITECTURE, "?") if run_id else "?"
+        rows.append({"trial_id": trial_id, "value": float(best), "checkpoint": checkpoint.path, "run_id": run_id,
+                     "architecture": architecture})
     rows.sort(key=lambda r: r["value"], reverse=stage.mode == "max")
-    return rows[:k]
+    if not per_architecture:
+        return rows[:k]
+    taken: dict[str, int] = {}
+    chosen = []
+    for row in rows:
+        if taken.get(row["architecture"], 0) < k:
+            taken[row["architecture"]] = taken.get(row["architecture"], 0) + 1
+            chosen.append(row)
+    return chosen
 
 
 def _run_stage(ctx: TrialContext, sweep_dir: Path, storage_url: str, resume: bool,
@@ -126,7 +138,7 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
                 stage1 = {row["trial_id"]: row for row in topk}
                 stage1_choices = list(stage1)
                 print(f"[diw] fine-tuning the top {len(topk)} stage-1 trials: "
-                      + ", ".join(f"{r['trial_id']} ({r['value']:.4f})" for r in topk), flush=True)
+                      + ", ".join(f"{r['trial_id']} ({r.get('architecture', '?')}, {r['value']:.4f})" for r in topk), flush=True)
             ctx = TrialContext(spec=spec, stage=stage, tracking_uri=tracking_uri, experiment_id=experiment_id,
                                parent_run_id=parent, threads=threads, study_name=name, data_paths=data_paths,
                                stage1=stage1)
@@ -141,7 +153,8 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
             finish_parent(parent, {f"best/{arch}/{k}": v for arch, row in best.items()
                                    for k, v in row.items() if k in ("value", "trial_id", "run_id")}, tracking_uri)
             if stage == "nyu":
-                topk = _stage1_topk(results, ctx, spec.stages["diw"].top_k if "diw" in spec.stages else 1)
+                diw = spec.stages.get("diw")
+                topk = _stage1_topk(results, ctx, diw.top_k or 1 if diw else 1, diw.top_k_per_architecture if diw else False)
                 (sweep_dir / TOPK_FILE).write_text(json.dumps(topk, indent=2))
     finally:
         if not address:

@@ -97,6 +97,9 @@ class StageSpec:
     """Stage-only distributions; they replace global ``space`` and ``fixed`` entries."""
     top_k: int | None
     """Stage ``diw``: how many best stage-1 checkpoints are fine-tuned; None for ``nyu``."""
+    top_k_per_architecture: bool = False
+    """Stage ``diw``: ``top_k`` best per architecture (the default for diw: both architectures
+    reach stage 2 even when one dominates stage 1), or ``top_k`` overall."""
 
 
 @dataclass(frozen=True)

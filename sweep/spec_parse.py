@@ -196,7 +196,8 @@ def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
     key = f"stages.{stage}"
     raw = chk.mapping(key, raw)
     chk.only_keys(
-        key, raw, ("metric", "mode", "num_samples", "fixed", "space", *(("top_k",) if stage == "diw" else ()))
+        key, raw,
+        ("metric", "mode", "num_samples", "fixed", "space", *(("top_k", "top_k_per_architecture") if stage == "diw" else ())),
     )
     metric = chk.string(f"{key}.metric", raw.get("metric", SELECTION[stage][0]), choices=STAGE_METRICS[stage])
     better = "max" if metric.removeprefix("val/") in HIGHER_IS_BETTER else "min"
@@ -227,6 +228,10 @@ def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
         "fixed": fixed,
         "space": space,
         "top_k": chk.integer(f"{key}.top_k", raw.get("top_k", 2), minimum=1) if stage == "diw" else None,
+        "top_k_per_architecture": (
+            chk.boolean(f"{key}.top_k_per_architecture", raw.get("top_k_per_architecture", True)) if stage == "diw"
+            else False
+        ),
     }
 
 

@@ -10,6 +10,7 @@ checkpoint in MLflow.
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Ray Tune function trainable: ``config`` holds the sampled parameters (nested by ``/``)."""
+    # Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial; the
+    # driver's one line per trial is the progress output.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     tune_ctx = ray.tune.get_context()
     trial_id = tune_ctx.get_trial_id()
     out_dir = str(Path(tune_ctx.get_trial_dir()) / "train")

@@ -29,7 +29,7 @@ space:
   optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
 stages:
   nyu: {num_samples: 4}
-  diw: {num_samples: 2, top_k: 2, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
+  diw: {num_samples: 2, top_k: 1, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
 scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 1, gpu: 0}
 """

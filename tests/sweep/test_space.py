@@ -273,6 +273,12 @@ BAD = [
         ["stages.nyu.top_k: expected a key of stages.nyu (metric, mode, num_samples, fixed, space)"],
     ),
     (
+        "top_k_per_architecture_is_a_boolean",
+        spec_text(stages="nyu: {}\ndiw: {top_k_per_architecture: sometimes}"),
+        [],
+        ["stages.diw.top_k_per_architecture: expected", "found string 'sometimes'"],
+    ),
+    (
         "mode_against_metric",
         spec_text(stages="nyu: {metric: val/d1, mode: min}"),
         [],
@@ -368,6 +374,7 @@ def test_base_spec_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> Non
     nyu, diw = spec.stages["nyu"], spec.stages["diw"]
     assert (nyu.metric, nyu.mode, nyu.top_k) == ("val/rmse", "min", None)
     assert (diw.metric, diw.mode, diw.top_k, diw.num_samples) == ("val/whdr", "min", 1, 2)
+    assert diw.top_k_per_architecture and not nyu.top_k_per_architecture  # the default for diw
     assert (spec.max_epochs("nyu"), spec.max_epochs("diw")) == (3, 2)
     assert spec.study.n_startup_trials == 2 and spec.resources.cpu == 1.0
     assert spec.resolved_name() == "unit"
