@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
-from sweep_copy import copy_sweep
+from sweep_fixtures import copy_sweep
 
 from depthcore.models import create_model, model_from_spec
 from sweep.export import compare_architectures, main, registered_name
@@ -182,3 +182,19 @@ def test_export_of_an_unknown_folder_is_one_line_exit_2(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "sweep.json" in err
+
+
+@pytest.mark.slow
+def test_seed_retraining_gives_a_confidence_interval(exported, tmp_path):
+    from sweep.export_seeds import retrain_with_seeds
+
+    folder = exported["out"] / "lraspp-nyu" if (exported["out"] / "lraspp-nyu").is_dir() else exported["out"] / "unetpp-nyu"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    result = retrain_with_seeds(config, 3, tmp_path / "seeds", device="cpu")
+    assert result["n"] == 3 and len(result["values"]) == 3 and result["metric"] == "test/rmse"
+    assert result["mean"] == pytest.approx(float(np.mean(result["values"])))
+    # Student's t with 2 degrees of freedom: 4.303 * s / sqrt(3).
+    assert result["ci95"] == pytest.approx(4.3027 * float(np.std(result["values"], ddof=1)) / math.sqrt(3), rel=1e-3)
+    assert len(set(result["values"])) > 1  # the seeds really differ
+    with pytest.raises(ValueError, match="at least 2"):
+        retrain_with_seeds(config, 1, tmp_path / "one")

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
-from sweep_copy import copy_sweep
+from sweep_fixtures import copy_sweep
 
 from sweep.report import build_report, main, to_html, to_markdown
 from sweep.report_plots import Point, importances, model_spec, pareto_front

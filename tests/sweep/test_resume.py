@@ -4,54 +4,61 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from sweep_fixtures import TINY_SPEC
 
 from sweep.run import main
 
 pytestmark = pytest.mark.slow
 
-SPEC = """
-study: {name: resumable, seed: 5, max_concurrent: 1, output_dir: out, timestamp: false, n_startup_trials: 2}
-data:
-  synthetic: {out: data, frames: 24, height: 48, width: 64, diw_train: 8, diw_test: 4, seed: 0}
-fixed:
-  data/size: [32, 32]
-  data/batch_size: 4
-  train/epochs: 2
-  train/max_batches_per_epoch: 2
-  train/device: cpu
-space:
-  model/name: {type: categorical, choices: [unetpp_3m, lraspp_3m]}
-  optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-stages:
-  nyu: {num_samples: 4}
-scheduler: {type: fifo}
-resources: {cpu: 1, gpu: 0}
-"""
+
+
+def _resumable_spec() -> str:
+    """The tiny spec as a one-stage sweep of 4 trials that run to the end (FIFO: none stopped early)."""
+    spec = yaml.safe_load(TINY_SPEC)
+    spec["study"]["name"] = "resumable"
+    spec["stages"] = {"nyu": {"num_samples": 4}}
+    spec["scheduler"] = {"type": "fifo"}
+    return yaml.safe_dump(spec)
+
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:
-    if not os.path.isfile(storage.removeprefix("sqlite:///")):
-        return []
+def _count_finished(database: Path) -> int:
+    """Finished trials in the sweep's Optuna database, read-only with sqlite3.
+
+    Not with optuna.load_study: opening RDB storage sets up its schema, and doing that while the
+    sweep creates the same database makes one of the two fail.
+    """
+    if not database.is_file():
+        return 0
     try:
-        study = optuna.load_study(study_name="resumable-nyu", storage=storage)
-    except KeyError:  # not created yet
-        return []
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            (count,) = db.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
+        return int(count)
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return 0
+
+
+def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="resumable-nyu", storage=storage)
     return [t for t in study.trials if t.state in FINISHED]
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     spec = tmp_path / "resumable.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(_resumable_spec())
     sweep_dir = tmp_path / "out" / "resumable"
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -60,7 +67,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600
-        while len(_finished(storage)) < 2:
+        while _count_finished(sweep_dir / "optuna.db") < 2:
             assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no two finished trials in 10 minutes"
             time.sleep(1)

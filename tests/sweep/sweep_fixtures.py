@@ -1,4 +1,4 @@
-"""Copy a finished sweep's stores, so a test can log to the copy and leave the shared sweep as it is."""
+"""Shared by the sweep tests: the tiny spec, and a copy of a finished sweep's stores to log to."""
 
 from __future__ import annotations
 
@@ -7,6 +7,26 @@ import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+TINY_SPEC = """
+study: {name: tiny, seed: 3, max_concurrent: 1, output_dir: out, timestamp: false, n_startup_trials: 2}
+data:
+  synthetic: {out: data, frames: 24, height: 48, width: 64, diw_train: 24, diw_test: 8, seed: 0}
+fixed:
+  data/size: [32, 32]
+  data/batch_size: 4
+  train/epochs: 2
+  train/max_batches_per_epoch: 2
+  train/device: cpu
+space:
+  model/name: {type: categorical, choices: [unetpp_3m, lraspp_3m]}
+  optim/lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+stages:
+  nyu: {num_samples: 4}
+  diw: {num_samples: 2, top_k: 1, space: {optim/lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}}}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1, gpu: 0}
+"""
 
 
 def copy_sweep(tiny: dict[str, Any], dst: Path) -> tuple[Path, str]:
