@@ -6,7 +6,7 @@ DATA   := data/synthetic
 RUNS   := runs/quickstart
 PYTEST_ARGS ?=
 
-.PHONY: quickstart baseline test venv clean
+.PHONY: quickstart baseline test lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ baseline: venv $(DATA)/nyu_cache_96.h5
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Static checks (not part of make test): ruff and mypy over the packages, tests, benchmarks and examples.
+lint: venv
+	$(VENV)/bin/ruff check depthcore sweep tests benchmarks examples
+	$(VENV)/bin/mypy depthcore sweep benchmarks examples
 
 clean:
 	rm -rf $(RUNS) $(DATA)

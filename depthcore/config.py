@@ -317,7 +317,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for name in fields & set(raw):
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, raw[name], prefix=f"{prefix}{name}.")
+            values[name] = _build(typing.cast(type, hint), raw[name], prefix=f"{prefix}{name}.")
         else:
             values[name] = _check_type(f"{prefix}{name}", raw[name], hint)
     try:

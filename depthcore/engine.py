@@ -178,6 +178,8 @@ def _stage_model(cfg: ExperimentConfig) -> tuple[nn.Module, ExperimentConfig]:
     """The model to train; stage ``diw`` rebuilds the stage-1 checkpoint's model and weights."""
     if cfg.train.stage == "nyu":
         return create_model(cfg.model.name, **cfg.model.args), cfg
+    if not cfg.train.init_checkpoint:
+        raise ValueError("train.init_checkpoint: stage diw fine-tunes a stage-1 checkpoint; none is set")
     init = load_checkpoint(cfg.train.init_checkpoint)
     spec = init["model"]
     model = model_from_spec(spec)  # the checkpoint supplies the weights: no pretrained download
@@ -233,7 +235,8 @@ def fit(
     step_loss = _step_loss(cfg)
     out_dir = Path(t.out_dir)
 
-    start_epoch, best, history = 0, {"value": math.inf, "epoch": 0, "dir": None}, []
+    best: dict[str, Any] = {"value": math.inf, "epoch": 0, "dir": None}
+    start_epoch, history = 0, []
     if resume_from is not None:
         state = load_checkpoint(resume_from, map_location=device)
         if state["model"] != cfg.to_dict()["model"]:
@@ -248,8 +251,8 @@ def fit(
         history = list(state["extra"].get("history", []))
 
     if t.verbose:
-        print(f"[{t.stage}] {cfg.model.name} {cfg.model.args} on {device}: {len(train_loader.dataset)} train / "
-              f"{len(val_loader.dataset)} val samples, {batches} batches x {t.epochs} epochs", flush=True)
+        print(f"[{t.stage}] {cfg.model.name} {cfg.model.args} on {device}: {len(train_loader.dataset)} train / "  # type: ignore[arg-type]
+              f"{len(val_loader.dataset)} val samples, {batches} batches x {t.epochs} epochs", flush=True)  # type: ignore[arg-type]
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, t.epochs):
         start = time.perf_counter()

@@ -75,9 +75,9 @@ def evaluate_checkpoint(
                                                 median_scale=relative)
         result["train_mean_depth"] = train_mean
     if relative or (cfg.data.diw_root and (cfg.data.diw_test_csv if split == "test" else cfg.data.diw_train_csv)):
-        data = diw_dataset(cfg, "test" if split == "test" else "val")
-        result["diw"] = evaluate_ordinal(model, make_loader(data, cfg, train=False), dev)
-        result["diw_pairs"] = len(data)
+        pairs = diw_dataset(cfg, "test" if split == "test" else "val")
+        result["diw"] = evaluate_ordinal(model, make_loader(pairs, cfg, train=False), dev)
+        result["diw_pairs"] = len(pairs)
     return result
 
 

@@ -25,7 +25,7 @@ def nyu_dataset(cfg: ExperimentConfig, split: str, *, full_res_gt: bool = False)
     return NyuDepthV2(
         _existing("data.nyu_path", d.nyu_path),
         split,
-        size=tuple(d.size),
+        size=(d.size[0], d.size[1]),
         depth=d.depth,
         split_file=d.split_file,
         scheme=d.scheme,
@@ -40,7 +40,7 @@ def diw_dataset(cfg: ExperimentConfig, subset: str) -> DepthInTheWild:
     """DIW pairs: ``train``/``val`` are carved from the train CSV, ``test`` is the test CSV."""
     d = cfg.data
     root = _existing("data.diw_root", d.diw_root)
-    size = tuple(d.size)
+    size = (d.size[0], d.size[1])
     if subset == "test":
         return DepthInTheWild(_existing("data.diw_test_csv", d.diw_test_csv), root, size=size)
     return DepthInTheWild(
@@ -68,7 +68,7 @@ def make_loader(
         shuffle=train,
         # Dropping the last partial training batch keeps BatchNorm away from batches of one;
         # the schedule and the epoch loss both count the batches that are actually run.
-        drop_last=train and len(dataset) > (batch_size or cfg.data.batch_size),
+        drop_last=train and len(dataset) > (batch_size or cfg.data.batch_size),  # type: ignore[arg-type]
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -80,6 +80,8 @@ def train_val_loaders(
     cfg: ExperimentConfig, generator: torch.Generator
 ) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders for the config's stage."""
+    train_set: Dataset
+    val_set: Dataset
     if cfg.train.stage == "nyu":
         train_set, val_set = nyu_dataset(cfg, "train"), nyu_dataset(cfg, "val")
     else:

@@ -8,9 +8,8 @@ the sweep logs the returned file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib
 import numpy as np
@@ -32,6 +31,14 @@ BOTTOM_INCHES = 0.1
 DPI = 100
 MASKED_COLOR = "0.6"  # grey: pixels without valid ground truth
 DEPTH_CMAP = "magma_r"  # near = bright, far = dark, readable in greyscale too
+
+
+class Samples(Protocol):
+    """Indexable samples with a length: a list of dicts, or a depth Dataset such as ``NyuDepthV2``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
 
 
 def figure_inches(rows: int, height: int, width: int, title: bool) -> tuple[float, float]:
@@ -156,7 +163,7 @@ def _shared_range(gt_valid: np.ndarray, pred: np.ndarray) -> tuple[float, float]
 @torch.no_grad()
 def preview_predictions(
     model: nn.Module,
-    dataset: Sequence[dict[str, Any]],
+    dataset: Samples,
     path: str | Path,
     n: int = 4,
     device: str | torch.device = "cpu",

@@ -218,7 +218,7 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         means = ", ".join(f"{arch} {m:.4f} ± {c['ci95'][arch]:.4f}" for arch, m in c["means"].items())
         verdict = (f"{c['better']} is better (p = {c['p_value']:.3f})" if c["significant"]
                    else f"no difference beyond the seed-to-seed spread (p = {c['p_value']:.3f})")
-        lines.append(f"[export] {stage}: test {c['metric']} {means}: {verdict}")
+        lines.append(f"[export] {stage}: {c['metric']} {means}: {verdict}")
     return lines
 
 

@@ -102,18 +102,19 @@ def relative_difference(actual: Tensor, expected: Tensor) -> float:
 
 
 def _export_onnx(model: nn.Module, example: Tensor, path: Path, exporter: str) -> None:
-    names = {"input_names": ["image"], "output_names": ["depth"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
-            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), **names)
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                        input_names=["image"], output_names=["depth"])
             if program is None:
                 raise ExportError(f"{path}: the ONNX exporter returned no program")
             program.save(str(path))
         else:
             torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                              dynamic_axes={"image": {0: "batch"}, "depth": {0: "batch"}}, **names)
+                              input_names=["image"], output_names=["depth"],
+                              dynamic_axes={"image": {0: "batch"}, "depth": {0: "batch"}})
 
 
 def _run_onnx(path: Path, image: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int, per_archit
     stage = ctx.spec.stages["nyu"]
     client = MlflowClient(ctx.tracking_uri)
     rows = []
-    for result in results:
+    for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
         df = result.metrics_dataframe
         if result.error or df is None or stage.metric not in df or df[stage.metric].isna().all():
             continue
@@ -91,15 +91,19 @@ def _run_stage(ctx: TrialContext, sweep_dir: Path, storage_url: str, resume: boo
                stage1_choices: list[str] | None) -> tune.ResultGrid:
     spec, stage = ctx.spec, ctx.stage
     ray_dir = sweep_dir / "ray"
-    kwargs = dict(storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
-                  num_samples=spec.stages[stage].num_samples, max_epochs=spec.max_epochs(stage),
-                  stage1_choices=stage1_choices)
+
+    def new_tuner() -> tune.Tuner:
+        return build_tuner(ctx, storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
+                           num_samples=spec.stages[stage].num_samples, max_epochs=spec.max_epochs(stage),
+                           stage1_choices=stage1_choices)
+
     if resume and tune.Tuner.can_restore(str(ray_dir / stage)):
-        fresh = build_tuner(ctx, **kwargs)  # the same trainable and callbacks, restored state
-        tuner = tune.Tuner.restore(str((ray_dir / stage).resolve()), trainable=fresh._local_tuner._trainable,
+        fresh = new_tuner()  # the same trainable and callbacks, restored state
+        trainable = fresh._local_tuner._trainable  # type: ignore[union-attr]
+        tuner = tune.Tuner.restore(str((ray_dir / stage).resolve()), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True, restart_errored=False)
     else:
-        tuner = build_tuner(ctx, **kwargs)
+        tuner = new_tuner()
     return tuner.fit()
 
 
@@ -188,7 +192,7 @@ def _best_per_architecture(results: tune.ResultGrid, ctx: TrialContext) -> dict[
     stage = ctx.spec.stages[ctx.stage]
     client = MlflowClient(ctx.tracking_uri)
     best: dict[str, dict[str, Any]] = {}
-    for result in results:
+    for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
         df = result.metrics_dataframe
         if df is None or stage.metric not in df or df[stage.metric].isna().all():
             continue

@@ -453,14 +453,14 @@ def predict_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, found {batch_size}")
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
     model = exported.model.to(target).eval()
     result = PredictResult(out_dir=out)
     started = time.perf_counter()
-    bar = tqdm(total=len(paths), unit="image", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(files), unit="image", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     pending: list[tuple[Path, str, torch.Tensor, tuple[int, int]]] = []
 
     def run_batch() -> None:
@@ -483,7 +483,7 @@ def predict_images(
         pending.clear()
 
     try:
-        for path, name in zip(paths, output_names(paths), strict=True):
+        for path, name in zip(files, output_names(files), strict=True):
             try:
                 rgb = read_image(path)
             except OSError as err:
@@ -494,7 +494,7 @@ def predict_images(
                 bar.update(1)
                 continue
             image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)[None]  # (1, 3, H, W)
-            pending.append((path, name, resize_image(image, exported.size), rgb.shape[:2]))
+            pending.append((path, name, resize_image(image, exported.size), (rgb.shape[0], rgb.shape[1])))
             if len(pending) == batch_size:
                 run_batch()
         if pending:

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec, args.overrides)
         if args.smoke_test:
             spec = load_spec(args.spec, smoke_overrides(spec) + args.overrides)
-        stages = [s for s in ("nyu", "diw") if s in spec.stages and args.stage in ("all", s)]
+        stages: list[str] = [s for s in ("nyu", "diw") if s in spec.stages and args.stage in ("all", s)]
         if not stages:
             raise SpecError(f"{args.spec}: stages: no stage to run for --stage {args.stage}")
         if args.dry_run:

@@ -69,7 +69,7 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
     raw.setdefault("train", {})["stage"] = ctx.stage
     if ctx.stage == "diw":
         # The model is the stage-1 checkpoint's; recording it keeps the run's model/* params true.
-        model = load_checkpoint(extra["train/init_checkpoint"])["model"]
+        model = load_checkpoint(str(extra["train/init_checkpoint"]))["model"]
         raw["model"] = {"name": model["name"], "args": dict(model["args"])}
     return ExperimentConfig.from_dict(raw, source=f"trial config ({ctx.stage})"), lineage
 

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune import CheckpointConfig, RunConfig
 from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -51,10 +51,12 @@ class TrueStateOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
+        study = self._ot_study
+        assert study is not None  # set up by OptunaSearch before any trial exists
         value = (result or {}).get(self.metric)
         epochs = int((result or {}).get("epoch", 0))
         if error or value is None or not math.isfinite(value):
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            study.tell(ot_trial, state=TrialState.FAIL)
         elif epochs < self._max_epochs:
             # Optuna fills a pruned trial's value from its last intermediate value, but Ray passes
             # the result that made ASHA stop the trial only here, not to on_trial_result.
@@ -62,9 +64,9 @@ class TrueStateOptunaSearch(OptunaSearch):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # Optuna keeps the first report of a step
                 ot_trial.report(value, step)
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            study.tell(ot_trial, state=TrialState.PRUNED)
         else:
-            self._ot_study.tell(ot_trial, value, state=TrialState.COMPLETE)
+            study.tell(ot_trial, value, state=TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
 
 
@@ -164,6 +166,7 @@ def build_tuner(
         space=define_by_run, metric=stage_spec.metric, mode=stage_spec.mode, sampler=sampler,
         study_name=optuna_study, storage=optuna_storage(storage_url), max_epochs=max_epochs,
     )
+    scheduler: TrialScheduler
     if spec.scheduler.type == "asha":
         scheduler = ASHAScheduler(
             time_attr="epoch", max_t=max_epochs, grace_period=min(spec.scheduler.grace_period, max_epochs),

@@ -85,7 +85,7 @@ def model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"model spec must be a mapping with keys 'args' and 'name', found {found}")
     model = create_model(spec["name"], **{**spec["args"], "pretrained": False})
     # Record the spec as given, so a rebuilt model describes itself like the original.
-    model.depthcore_spec = {"name": spec["name"], "args": dict(spec["args"])}
+    model.depthcore_spec = {"name": spec["name"], "args": dict(spec["args"])}  # type: ignore[assignment]
     return model
 
 
