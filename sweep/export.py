@@ -133,6 +133,7 @@ def export_winner(
                       "candidates": sum(1 for r in study.trials[winner.stage]
                                         if r.architecture == winner.architecture)},
         "params": dict(sorted(winner.params.items())),
+        "sampled_params": _sampled(winner, sweep),
         "validation": _validation_at(client, winner),
         "test": {k: test[k] for k in ("nyu", "nyu_frames", "diw", "diw_pairs", "median_scaled") if k in test},
         "test_constant": test.get("nyu_constant", {}), "train_mean_depth": test.get("train_mean_depth"),
@@ -220,6 +221,19 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
                    else f"no difference beyond the seed-to-seed spread (p = {c['p_value']:.3f})")
         lines.append(f"[export] {stage}: {c['metric']} {means}: {verdict}")
     return lines
+
+
+def _sampled(winner: TrialRun, sweep: dict[str, Any]) -> dict[str, str]:
+    """The winner's values of the parameters its stage searched (Optuna's), as logged in MLflow."""
+    spec = sweep.get("spec_resolved") or {}
+    stage = (spec.get("stages") or {}).get(winner.stage) or {}
+    keys = {*(spec.get("space") or {}), *(stage.get("space") or {}), "stage1_trial"}
+    for choices in (spec.get("conditional") or {}).values():
+        for space in (choices or {}).values() if isinstance(choices, dict) else []:
+            keys.update(space or {})
+    if any(k.startswith("model/args/") for k in keys):
+        keys.add("model/args")  # model arguments are logged as one parameter
+    return {k: v for k, v in sorted(winner.params.items()) if k in keys}
 
 
 def _validation_at(client: Any, winner: TrialRun) -> dict[str, float]:

@@ -10,12 +10,13 @@ from depthcore.evaluate import NYU_KEYS
 SEED_TABLE = """\
 | model (seed study) | parameters | NYU MSE (normalised depth) | DIW accuracy |
 |---|---|---|---|
-| U-Net++ (resnet34 encoder) | about 26 M | 0.032 | 65.3 % |
-| LR-ASPP MobileNetV3-large | about 3.2 M | 0.058 | 58.4 % |
+| U-Net++, resnext50_32x4d ImageNet encoder | 48 M | 0.032 | 65.3 % |
+| LR-ASPP MobileNetV3-Large, COCO weights, all frozen but a 21->1 convolution | 3.2 M (190 trainable) | 0.058 | 58.4 % |
 
 From the course study depthsweep started from: NYU Depth V2 at 200x200 with a seeded random
-70/15/15 frame split, then fine-tuning on a re-split of the DIW test set. "NYU MSE" there is
-`mse_norm` here. The numbers are not comparable with a model trained on other data or splits."""
+70/15/15 frame split, then fine-tuning on DIW. "NYU MSE" there is `mse_norm` here, on
+normalised depth. The numbers are not comparable with a model trained on other data or splits,
+and the two models differ in size and in what was trained as much as in architecture."""
 
 
 def model_card(info: dict[str, Any]) -> str:
@@ -53,7 +54,8 @@ def model_card(info: dict[str, Any]) -> str:
         f"best of {info['selection']['candidates']} {model['architecture']} trials of the stage",
         f"- MLflow run `{info['run_id']}` (trial `{info['trial_key']}`)"
         + (f", started from stage-1 run `{info['stage1_run_id']}`" if info.get("stage1_run_id") else ""),
-        f"- trial parameters: `{json.dumps(info['params'], sort_keys=True)}`",
+        f"- sampled parameters: `{json.dumps(info.get('sampled_params', info['params']), sort_keys=True)}` "
+        "(all parameters: `metrics.json`, or the run's params in MLflow)",
         "",
         "## Results",
         "",
