@@ -61,6 +61,9 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
     flat = flatten(params)
     lineage: dict[str, str] = {}
     extra = {**ctx.data_paths, "train/out_dir": out_dir, "train/threads": ctx.threads, "train/verbose": False}
+    if "data/num_workers" not in {**ctx.spec.stage_fixed(ctx.stage), **ctx.spec.stage_space(ctx.stage)}:
+        # The trial's CPU share: torch's threads on all of it, loader processes on all but one.
+        extra["data/num_workers"] = max(0, ctx.threads - 1)
     if ctx.stage == "diw":
         parent = ctx.stage1[str(flat.pop(STAGE1_PARAM))]
         extra["train/init_checkpoint"] = parent["checkpoint"]
