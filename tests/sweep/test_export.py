@@ -78,9 +78,11 @@ def test_torchscript_and_onnx_match_eager_at_the_real_size(name, tmp_path):
             eager = model(x)
         out = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
         assert out.shape == (batch, 1, 200, 200) and relative_difference(out, eager) <= TOLERANCE
-    # Another size: the TorchScript guard names the expected shape.
+    # Another size: the TorchScript guard names the expected shape; onnxruntime names the dimensions.
     with pytest.raises(Exception, match=r"\(B, 3, 200, 200\), found \[1, 3, 96, 128\]"):
         scripted(torch.rand(1, 3, 96, 128))
+    with pytest.raises(Exception, match=r"(?s)index: 2 Got: 96 Expected: 200.*index: 3 Got: 128 Expected: 200"):
+        session.run(None, {"image": np.zeros((1, 3, 96, 128), dtype=np.float32)})
 
 
 @pytest.mark.slow
