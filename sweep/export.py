@@ -37,7 +37,7 @@ from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.evaluate import evaluate_checkpoint
 from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
-from sweep.export_files import EXPORTERS, write_model_files
+from sweep.export_files import EXPORTERS, ExportError, write_model_files
 from sweep.model_card import model_card
 from sweep.select import SelectionError, Study, TrialRun, load_study
 from sweep.tracking import TAG_STAGE1_RUN
@@ -103,7 +103,11 @@ def export_winner(
     started = time.perf_counter()
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="depthsweep-export-") as tmp:
-        local = client.download_artifacts(winner.run_id, "checkpoint", tmp)
+        try:
+            local = client.download_artifacts(winner.run_id, "checkpoint", tmp)
+        except Exception as err:  # MLflow raises its own exception type for a missing path
+            raise SelectionError(f"run {winner.run_id} ({winner.trial_key}): no checkpoint artifact to export "
+                                 f"(checkpoint/checkpoint.pt): {str(err).splitlines()[0]}") from None
         checkpoint = Path(local) / "checkpoint.pt"
         payload = load_checkpoint(checkpoint)
         if payload["epoch"] != winner.epoch:
@@ -308,8 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         export_sweep(args.sweep_dir, args.out, stages=None if args.stage == "all" else [args.stage],
                      seeds=args.seeds, register=not args.no_register, onnx_exporter=args.onnx_exporter,
                      device=args.device)
-    except (SelectionError, FileNotFoundError) as err:
+    except (SelectionError, ExportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # MLflow's errors (e.g. a run without its checkpoint artifact): one line
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(err, MlflowException):
+            raise
+        print(f"error: MLflow: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 

@@ -50,6 +50,21 @@ def test_selection_uses_the_validation_metric_even_when_test_disagrees(tmp_path)
     assert winners["nyu"]["lraspp"].run_id == lraspp
 
 
+def test_a_winner_without_its_checkpoint_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("bare", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id, tags={TAG_KIND: "parent", TAG_STAGE_PARENT: "nyu"}).info.run_id
+    _child(client, experiment_id, parent, "unetpp", [0.9, 0.5], test_rmse=1.0)  # logged no checkpoint
+    sweep_dir = tmp_path / "bare"
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.json").write_text(json.dumps({"name": "bare", "mlflow_tracking_uri": uri}))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main([str(sweep_dir), "--no-register"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after MLflow's own lines about the new store)
+    assert err.startswith("error: run ") and "no checkpoint artifact" in err
+
+
 # -- exported files against eager PyTorch ---------------------------------------------------
 
 
