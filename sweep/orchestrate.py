@@ -25,7 +25,7 @@ from sweep.tracking import (
     start_parent_run,
 )
 from sweep.trainable import TrialContext
-from sweep.tuner import build_tuner, study_exists
+from sweep.tuner import build_tuner, model_first_points, study_exists
 
 TOPK_FILE = "stage1_topk.json"
 
@@ -92,10 +92,10 @@ def _run_stage(ctx: TrialContext, sweep_dir: Path, storage_url: str, resume: boo
     spec, stage = ctx.spec, ctx.stage
     ray_dir = sweep_dir / "ray"
 
-    def new_tuner() -> tune.Tuner:
+    def new_tuner(first_points: list[dict[str, Any]] | None = None) -> tune.Tuner:
         return build_tuner(ctx, storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
                            num_samples=spec.stages[stage].num_samples, max_epochs=spec.max_epochs(stage),
-                           stage1_choices=stage1_choices)
+                           stage1_choices=stage1_choices, first_points=first_points)
 
     if resume and tune.Tuner.can_restore(str(ray_dir / stage)):
         fresh = new_tuner()  # the same trainable and callbacks, restored state
@@ -103,7 +103,8 @@ def _run_stage(ctx: TrialContext, sweep_dir: Path, storage_url: str, resume: boo
         tuner = tune.Tuner.restore(str((ray_dir / stage).resolve()), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True, restart_errored=False)
     else:
-        tuner = new_tuner()
+        # Not on resume: a resumed study already holds these trials, and enqueueing would add more.
+        tuner = new_tuner(None if resume else model_first_points(spec, stage))
     return tuner.fit()
 
 

@@ -27,6 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from depthcore.config import flatten
+from sweep.space import SweepSpec
 from sweep.tracking import finish_trial_run
 from sweep.trainable import STAGE1_PARAM, TrialContext, run_trial, trial_key
 
@@ -133,6 +134,21 @@ def study_exists(storage_url: str, name: str) -> bool:
     return name in optuna.get_all_study_names(storage=optuna_storage(storage_url))
 
 
+def model_first_points(spec: SweepSpec, stage: str) -> list[dict[str, Any]]:
+    """One first trial per choice of a searched ``model/name`` in stage ``nyu`` (else none).
+
+    TPE spends trials where results are good, and its random start-up trials may miss a model
+    altogether; enqueueing one trial per model makes sure each architecture is tried at least
+    once before TPE takes over. Needs ``num_samples`` of at least the number of choices.
+    """
+    dist = spec.stage_space(stage).get("model/name") if stage == "nyu" else None
+    if not isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return []
+    if len(dist.choices) > spec.stages[stage].num_samples:
+        return []
+    return [{"model/name": choice} for choice in dist.choices]
+
+
 def build_tuner(
     ctx: TrialContext,
     *,
@@ -143,11 +159,14 @@ def build_tuner(
     max_epochs: int,
     stage1_choices: list[str] | None = None,
     trainable: Callable[[dict[str, Any], TrialContext], None] = run_trial,
+    first_points: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     """A ``Tuner`` for one stage of the sweep (not yet started).
 
     ``trainable(config, ctx)`` runs one trial; the default trains with depthcore. Another
     function (e.g. the overhead benchmark's sleeping trial) gets everything else unchanged.
+    ``first_points`` (partial parameter dicts, e.g. ``{"model/name": "unetpp_3m"}``) are enqueued
+    in the Optuna study and run first; TPE samples their other parameters.
     """
     spec, stage = ctx.spec, ctx.stage
     stage_spec = spec.stages[stage]
@@ -165,6 +184,7 @@ def build_tuner(
     searcher = TrueStateOptunaSearch(
         space=define_by_run, metric=stage_spec.metric, mode=stage_spec.mode, sampler=sampler,
         study_name=optuna_study, storage=optuna_storage(storage_url), max_epochs=max_epochs,
+        points_to_evaluate=first_points or None,
     )
     scheduler: TrialScheduler
     if spec.scheduler.type == "asha":

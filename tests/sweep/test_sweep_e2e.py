@@ -37,6 +37,8 @@ def test_mlflow_records_parents_children_params_metrics_artifacts(sweep):
     nyu, diw = _children(client, experiment.experiment_id, "nyu"), _children(client, experiment.experiment_id, "diw")
     assert len(nyu) == 4 and len(diw) == 2  # exactly one run per trial
     study = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    # Each model's first trial is enqueued before TPE (and its random start-up) takes over.
+    assert [t.params["model/name"] for t in study.trials[:2]] == ["unetpp_3m", "lraspp_3m"]
     sampled = sorted(t.params["optim/lr"] for t in study.trials)
     assert sorted(float(r.data.params["optim/lr"]) for r in nyu) == pytest.approx(sampled)
     for run in nyu:

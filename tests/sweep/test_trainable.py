@@ -31,3 +31,15 @@ def test_trial_config_follows_the_cpu_share(tmp_path):
     # A value the spec sets wins.
     fixed, _ = build_trial_config(_context(tmp_path, cpu=4, fixed={"data/num_workers": 1}), params, str(tmp_path))
     assert fixed.data.num_workers == 1
+
+
+def test_each_model_gets_a_first_trial(tmp_path):
+    from sweep.tuner import model_first_points
+
+    ctx = _context(tmp_path, cpu=1)
+    assert model_first_points(ctx.spec, "nyu") == [{"model/name": "unetpp_3m"}, {"model/name": "lraspp_3m"}]
+    assert model_first_points(ctx.spec, "diw") == []  # stage 2 fine-tunes the stage-1 models
+    raw = yaml.safe_load(TINY_SPEC)
+    raw["stages"]["nyu"]["num_samples"] = 1  # fewer trials than models: TPE decides
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(raw))
+    assert model_first_points(load_spec(tmp_path / "one.yaml", check_files=False), "nyu") == []
