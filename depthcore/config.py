@@ -9,6 +9,7 @@ uses the same paths with ``/`` (``optim/lr``).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import re
@@ -253,6 +254,12 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(name), str) and not Path(node[name]).is_absolute():
             node[name] = str((base / node[name]).resolve())
+
+
+def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option of the CLIs, collected in ``args.overrides``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a value by dotted key, e.g. {example} (repeatable)")
 
 
 def parse_override(item: str) -> tuple[str, Any]:

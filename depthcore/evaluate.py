@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
-from depthcore.config import ConfigError, ExperimentConfig, parse_override, set_dotted
+from depthcore.config import ConfigError, ExperimentConfig, add_set_argument, parse_override, set_dotted
 from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
 from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
 
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m depthcore.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory or checkpoint.pt")
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value stored in the checkpoint, e.g. data.nyu_path=...")
+    add_set_argument(parser, "data.nyu_path=... (a config value stored in the checkpoint)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)

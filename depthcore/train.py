@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthcore.config import ConfigError, ExperimentConfig
+from depthcore.config import ConfigError, ExperimentConfig, add_set_argument
 from depthcore.engine import fit
 from depthcore.evaluate import evaluate_checkpoint, format_table
 
@@ -17,8 +17,7 @@ from depthcore.evaluate import evaluate_checkpoint, format_table
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m depthcore.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="YAML file with model/data/optim/train sections")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted key, e.g. optim.lr=3.0e-4 (repeatable)")
+    add_set_argument(parser, "optim.lr=3.0e-4")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint of this run")
     parser.add_argument("--test", action="store_true", help="evaluate the best checkpoint on the test split")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from depthcore.config import add_set_argument
 from sweep.space import SpecError, SweepSpec, load_spec
 
 
@@ -33,8 +34,7 @@ def smoke_overrides(spec: SweepSpec) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__.splitlines()[0])
     p.add_argument("spec", help="search-space YAML, e.g. search_spaces/quickstart.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value by dotted path, e.g. study.max_concurrent=1 or fixed.train/epochs=2")
+    add_set_argument(p, "study.max_concurrent=1 or fixed.train/epochs=2")
     p.add_argument("--smoke-test", action="store_true", help="two trials per stage, one epoch each")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved spec and sampled configs, no compute")
     p.add_argument("--resume", nargs="?", const="latest", metavar="SWEEP_DIR",
