@@ -1,4 +1,5 @@
-"""Pictures of predictions: one PNG row per sample, input | ground truth | prediction.
+"""Pictures of predictions: one PNG row per sample, input | ground truth | prediction; and one
+depth map drawn pixel for pixel with a colour bar (``write_depth_png``).
 
 Figures are drawn with matplotlib's object API on the Agg canvas (files only, no display,
 no pyplot global state), so this works in trial processes sharing a worker and on machines
@@ -15,6 +16,8 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -199,3 +202,63 @@ def preview_predictions(
         max_rows=count,
         title=title,
     )
+
+
+# -- one depth map with a colour bar (sweep.predict's output) ----------------------------------
+
+# Geometry of write_depth_png, in pixels at scale 1. The depth panel is drawn pixel for pixel at the
+# image's resolution; the colour bar, its ticks and its label take a fixed strip on the right.
+BAR_STRIP_PX = 130
+BAR_GAP_PX = 12
+BAR_WIDTH_PX = 16
+MIN_HEIGHT_PX = 300
+"""Shorter images are centred on a canvas this tall, so the colour-bar label fits."""
+TEXT_SCALE_HEIGHT_PX = 600
+"""Images taller than this get proportionally larger text and colour bar."""
+FONT_SIZE = 10
+
+
+def figure_pixels(height: int, width: int) -> tuple[int, int]:
+    """Size ``(H, W)`` in pixels of the PNG drawn for a depth map of ``height`` x ``width``."""
+    scale = _text_scale(height)
+    return max(height, round(MIN_HEIGHT_PX * scale)), width + round(BAR_STRIP_PX * scale)
+
+
+def _text_scale(height: int) -> float:
+    return max(1.0, height / TEXT_SCALE_HEIGHT_PX)
+
+
+def write_depth_png(depth: np.ndarray, path: str | Path, *, label: str, description: str = "") -> Path:
+    """Draw ``depth`` (H, W) pixel for pixel with a colour bar labelled ``label``; return the path.
+
+    Near is bright and far is dark (``depthcore.viz.DEPTH_CMAP``), scaled from the map's own
+    minimum to maximum. The PNG's ``Description`` text field holds ``description`` (the label
+    by default), so the file says what its colours mean.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    height, width = depth.shape
+    fig_h, fig_w = figure_pixels(height, width)
+    scale = _text_scale(height)
+    dpi = 100.0 * scale  # fonts are in points: a higher dpi scales the text with the image
+    fig = Figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    bottom = (fig_h - height) // 2
+    panel = fig.add_axes((0.0, bottom / fig_h, width / fig_w, height / fig_h))
+    panel.set_axis_off()
+    finite = depth[np.isfinite(depth)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if not high - low > 1e-6 * max(1.0, abs(high)):
+        high = low + max(1e-3, 1e-3 * abs(low))  # a constant map would give a zero-width scale
+    norm = Normalize(vmin=low, vmax=high)
+    cmap = matplotlib.colormaps[DEPTH_CMAP]
+    panel.imshow(depth, cmap=cmap, norm=norm, interpolation="none", aspect="auto", resample=False)
+    bar_x = width + BAR_GAP_PX * scale
+    bar_h = 0.8 * fig_h
+    bar = fig.add_axes((bar_x / fig_w, 0.1, BAR_WIDTH_PX * scale / fig_w, bar_h / fig_h))
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=bar)
+    colorbar.set_label(label, fontsize=FONT_SIZE)
+    colorbar.ax.tick_params(labelsize=FONT_SIZE - 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Description": description or label})
+    return path
