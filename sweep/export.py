@@ -39,7 +39,7 @@ from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
 from sweep.export_files import EXPORTERS, ExportError, write_model_files
 from sweep.model_card import model_card
-from sweep.select import SelectionError, Study, TrialRun, load_study
+from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_STAGE1_RUN
 from sweep.trial_tags import describe_model
 
@@ -241,12 +241,9 @@ def _sampled(winner: TrialRun, sweep: dict[str, Any]) -> dict[str, str]:
 
 
 def _validation_at(client: Any, winner: TrialRun) -> dict[str, float]:
-    values = {}
-    for key in sorted(k for k in winner.metrics if k.startswith("val/")):
-        for point in client.get_metric_history(winner.run_id, key):
-            if point.step == winner.epoch and math.isfinite(point.value):
-                values[key] = float(point.value)
-    return values
+    values = {key: value_at(client, winner.run_id, key, winner.epoch)
+              for key in sorted(k for k in winner.metrics if k.startswith("val/"))}
+    return {k: v for k, v in values.items() if math.isfinite(v)}
 
 
 def _log_to_run(client: Any, winner: TrialRun, info: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,26 +56,49 @@ def prepare_data(spec: SweepSpec, stages: list[str]) -> dict[str, str]:
     return paths
 
 
-def _stage1_topk(results: tune.ResultGrid, ctx: TrialContext, k: int, per_architecture: bool) -> list[dict[str, Any]]:
-    """The k stage-1 trials (per architecture, or overall) with the best validation value, with their checkpoints."""
+@dataclass
+class _Finished:
+    """One trial of a finished stage with a finite validation value: its best epoch and MLflow run."""
+
+    result: Any  # ray.tune.Result
+    trial_id: str
+    value: float
+    """Best value of the stage's validation metric over the trial's epochs."""
+    row: Any
+    """Index of that epoch in ``result.metrics_dataframe``."""
+    run_id: str
+    tags: dict[str, str]
+
+
+def _finished_trials(results: tune.ResultGrid, ctx: TrialContext) -> list[_Finished]:
+    """The stage's trials that reported the selection metric, each looked up once in MLflow."""
     from mlflow import MlflowClient
 
-    stage = ctx.spec.stages["nyu"]
+    stage = ctx.spec.stages[ctx.stage]
     client = MlflowClient(ctx.tracking_uri)
-    rows = []
+    finished = []
     for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
         df = result.metrics_dataframe
-        if result.error or df is None or stage.metric not in df or df[stage.metric].isna().all():
+        if df is None or stage.metric not in df or df[stage.metric].isna().all():
             continue
-        best = df[stage.metric].min() if stage.mode == "min" else df[stage.metric].max()
-        checkpoint = result.get_best_checkpoint(stage.metric, stage.mode)
-        if checkpoint is None:
-            continue
+        row = df[stage.metric].idxmin() if stage.mode == "min" else df[stage.metric].idxmax()
         trial_id = result.metrics["trial_id"]
-        run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/nyu/{trial_id}") or ""
-        architecture = client.get_run(run_id).data.tags.get(TAG_ARCHITECTURE, "?") if run_id else "?"
-        rows.append({"trial_id": trial_id, "value": float(best), "checkpoint": checkpoint.path, "run_id": run_id,
-                     "architecture": architecture})
+        run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/{ctx.stage}/{trial_id}") or ""
+        tags = dict(client.get_run(run_id).data.tags) if run_id else {}
+        finished.append(_Finished(result, trial_id, float(df[stage.metric][row]), row, run_id, tags))
+    return finished
+
+
+def _stage1_topk(finished: list[_Finished], ctx: TrialContext, k: int, per_architecture: bool) -> list[dict[str, Any]]:
+    """The k stage-1 trials (per architecture, or overall) with the best validation value, with their checkpoints."""
+    stage = ctx.spec.stages["nyu"]
+    rows = []
+    for trial in finished:
+        checkpoint = trial.result.get_best_checkpoint(stage.metric, stage.mode)
+        if trial.result.error or checkpoint is None:
+            continue
+        rows.append({"trial_id": trial.trial_id, "value": trial.value, "checkpoint": checkpoint.path,
+                     "run_id": trial.run_id, "architecture": trial.tags.get(TAG_ARCHITECTURE, "?")})
     rows.sort(key=lambda r: r["value"], reverse=stage.mode == "max")
     if not per_architecture:
         return rows[:k]
@@ -153,13 +177,15 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
                 print(f"\n[{stage}] interrupted after {results.num_terminated} finished trial(s); the state is saved. "
                       f"Continue with:\n  python -m sweep.run {spec.path} --resume {sweep_dir}", flush=True)
                 return 130
-            best = _best_per_architecture(results, ctx)
+            finished = _finished_trials(results, ctx)
+            best = _best_per_architecture(finished, ctx)
             summary[stage] = best
             finish_parent(parent, {f"best/{arch}/{k}": v for arch, row in best.items()
                                    for k, v in row.items() if k in ("value", "trial_id", "run_id")}, tracking_uri)
             if stage == "nyu":
                 diw = spec.stages.get("diw")
-                topk = _stage1_topk(results, ctx, diw.top_k or 1 if diw else 1, diw.top_k_per_architecture if diw else False)
+                topk = _stage1_topk(finished, ctx, diw.top_k or 1 if diw else 1,
+                                    diw.top_k_per_architecture if diw else False)
                 (sweep_dir / TOPK_FILE).write_text(json.dumps(topk, indent=2))
     finally:
         if not address:
@@ -186,33 +212,23 @@ def _load_topk(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _best_per_architecture(results: tune.ResultGrid, ctx: TrialContext) -> dict[str, dict[str, Any]]:
+def _best_per_architecture(finished: list[_Finished], ctx: TrialContext) -> dict[str, dict[str, Any]]:
     """Best trial per architecture by its best validation value (the selection metric only)."""
-    from mlflow import MlflowClient
-
     stage = ctx.spec.stages[ctx.stage]
-    client = MlflowClient(ctx.tracking_uri)
     best: dict[str, dict[str, Any]] = {}
-    for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
-        df = result.metrics_dataframe
-        if df is None or stage.metric not in df or df[stage.metric].isna().all():
-            continue
-        row = df[stage.metric].idxmin() if stage.mode == "min" else df[stage.metric].idxmax()
-        value = float(df[stage.metric][row])
-        trial_id = result.metrics["trial_id"]
-        run_id = find_trial_run(ctx.tracking_uri, ctx.parent_run_id, f"{ctx.study_name}/{ctx.stage}/{trial_id}")
-        tags = client.get_run(run_id).data.tags if run_id else {}
-        arch = tags.get(TAG_ARCHITECTURE, "?")
+    for trial in finished:
+        arch = trial.tags.get(TAG_ARCHITECTURE, "?")
         current = best.get(arch)
+        value = trial.value
         if current is None or (value < current["value"] if stage.mode == "min" else value > current["value"]):
-            checkpoint = result.get_best_checkpoint(stage.metric, stage.mode)
+            df, row = trial.result.metrics_dataframe, trial.row
+            checkpoint = trial.result.get_best_checkpoint(stage.metric, stage.mode)
             best[arch] = {
-                "value": value, "metric": stage.metric, "trial_id": trial_id, "run_id": run_id or "",
-                "epoch": int(df["epoch"][row]), "state": tags.get(TAG_TRIAL_STATE, "?"),
-                "params": {k: v for k, v in result.config.items()},
+                "value": value, "metric": stage.metric, "trial_id": trial.trial_id, "run_id": trial.run_id,
+                "epoch": int(df["epoch"][row]), "state": trial.tags.get(TAG_TRIAL_STATE, "?"),
+                "params": {k: v for k, v in trial.result.config.items()},
                 "metrics": {k: float(df[k][row]) for k in df.columns
                             if k.startswith("val/") and isinstance(df[k][row], float) and math.isfinite(df[k][row])},
                 "checkpoint": checkpoint.path if checkpoint else "",
             }
     return best
-

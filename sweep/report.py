@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 
 from sweep import report_plots as plots
 from sweep.report_plots import Block, Models
-from sweep.select import SelectionError, Study, TrialRun, load_study
+from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_PARAMETER_COUNT, TAG_STAGE1_RUN
 
 STAGES = ("nyu", "diw")
@@ -107,12 +107,7 @@ def stage_numbers(client: MlflowClient, run: TrialRun, stage: str) -> tuple[str,
     keys = TABLE_KEYS[stage]
     if all(f"test/{k}" in run.metrics for k in keys):
         return "test", {k: float(run.metrics[f"test/{k}"]) for k in keys}
-    values = {}
-    for k in keys:
-        at_best = sorted((m.timestamp, m.value) for m in client.get_metric_history(run.run_id, f"val/{k}")
-                         if m.step == run.epoch)
-        values[k] = float(at_best[-1][1]) if at_best else math.nan
-    return "validation", values
+    return "validation", {k: value_at(client, run.run_id, f"val/{k}", run.epoch) for k in keys}
 
 
 def table_rows(study: Study, client: MlflowClient, models: Models) -> list[dict[str, Any]]:

@@ -124,6 +124,12 @@ def best_in_history(client: MlflowClient, run_id: str, metric: str, mode: str) -
     return float(value), int(step)
 
 
+def value_at(client: MlflowClient, run_id: str, metric: str, step: int) -> float:
+    """``metric`` of a run at ``step`` (the latest logged at that step), or nan when it has none."""
+    at_step = sorted((m.timestamp, m.value) for m in client.get_metric_history(run_id, metric) if m.step == step)
+    return float(at_step[-1][1]) if at_step else math.nan
+
+
 def _stage_order(stage: str) -> tuple[int, str]:
     order = list(DEFAULT_SELECTION)
     return (order.index(stage) if stage in order else len(order), stage)
