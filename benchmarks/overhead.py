@@ -61,12 +61,12 @@ def bare_trainable(config: dict[str, Any]) -> None:
 
 
 def sweep_trainable(config: dict[str, Any], ctx: Any) -> None:
-    """Sleeps instead of training, but tracks its MLflow run like ``sweep.trainable.run_trial``."""
+    """Sleeps instead of training, but tracks its MLflow run like ``sweep.trial.run_trial``."""
     import ray
     from ray import tune
 
     from sweep.tracking import TrialTracker
-    from sweep.trainable import trial_key
+    from sweep.trial import trial_key
 
     trial_id = ray.tune.get_context().get_trial_id()
     tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id,
@@ -117,9 +117,9 @@ def run_bare_tune(trials: int, trial_s: float, cpus: int, reuse: bool, storage: 
 
 
 def run_depthsweep(trials: int, trial_s: float, cpus: int, root: Path) -> float:
-    from sweep.space import load_spec
+    from sweep.spec import load_spec
     from sweep.tracking import default_artifact_root, default_tracking_uri, ensure_experiment, start_parent_run
-    from sweep.trainable import TrialContext
+    from sweep.trial import TrialContext
     from sweep.tuner import build_tuner
 
     root.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from depthcore._registry import MODELS
+from depthcore.stages import DEPTH_TASK, FIRST_STAGE, ORDINAL_TASK, STAGES, mode_of
 
 
 class ConfigError(ValueError):
@@ -129,8 +130,12 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    stage: Literal["nyu", "diw"] = "nyu"
-    """``nyu``: supervised depth; ``diw``: ranking fine-tune from ``init_checkpoint``."""
+    stage: str = FIRST_STAGE
+    """A stage of ``depthcore.stages.STAGES``: ``nyu`` supervised depth, ``diw`` ranking fine-tune
+    from ``init_checkpoint``."""
+    select_metric: str | None = None
+    """Validation metric that picks the best epoch (its direction follows the metric); None: the
+    stage's default (``val/rmse`` for ``nyu``, ``val/whdr`` for ``diw``)."""
     epochs: int = 10
     """Number of passes over the training set."""
     loss: Literal["mse", "l1", "silog", "mse_norm"] = "mse"
@@ -157,6 +162,11 @@ class TrainConfig:
     """Print one progress line per epoch."""
 
     def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"train.stage: expected one of {', '.join(STAGES)}, found {self.stage!r}")
+        if self.select_metric is not None and self.select_metric not in STAGES[self.stage].metrics:
+            raise ConfigError(f"train.select_metric: expected one of {', '.join(STAGES[self.stage].metrics)} "
+                              f"for stage {self.stage}, found {self.select_metric!r}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs: expected >= 1, found {self.epochs}")
         if self.threads is not None and self.threads < 1:
@@ -175,14 +185,21 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.train.stage == "nyu" and not self.data.nyu_path:
-            raise ConfigError("data.nyu_path: stage 'nyu' needs the NYU .mat or cache file, found null")
-        if self.train.stage == "diw":
-            if not self.train.init_checkpoint:
-                raise ConfigError("train.init_checkpoint: stage 'diw' needs a stage-1 checkpoint, found null")
+        stage = STAGES[self.train.stage]
+        if stage.task == DEPTH_TASK and not self.data.nyu_path:
+            raise ConfigError(f"data.nyu_path: stage {stage.name!r} needs the NYU .mat or cache file, found null")
+        if stage.finetunes and not self.train.init_checkpoint:
+            raise ConfigError(f"train.init_checkpoint: stage {stage.name!r} needs a stage-1 checkpoint, found null")
+        if stage.task == ORDINAL_TASK:
             for key in ("diw_root", "diw_train_csv"):
                 if not getattr(self.data, key):
-                    raise ConfigError(f"data.{key}: stage 'diw' needs it, found null")
+                    raise ConfigError(f"data.{key}: stage {stage.name!r} needs it, found null")
+
+    @property
+    def selection(self) -> tuple[str, str]:
+        """``(metric, mode)`` that picks the best epoch: ``train.select_metric`` or the stage's default."""
+        metric = self.train.select_metric or STAGES[self.train.stage].default_metric
+        return metric, mode_of(metric)
 
     # -- conversion -----------------------------------------------------------------
 

@@ -26,11 +26,10 @@ from depthcore.loaders import train_val_loaders
 from depthcore.losses import get_loss, ranking_loss
 from depthcore.metrics import DepthMetricAccumulator, OrdinalAccumulator, nyu_eval_prepare
 from depthcore.models import create_model, model_from_spec
+from depthcore.stages import DEPTH_TASK, STAGES, better, worst
 
 Report = Callable[[dict[str, float], "str | None"], None]
 
-# Stage -> the validation metric that picks the best epoch, and its direction.
-SELECTION = {"nyu": ("val/rmse", "min"), "diw": ("val/whdr", "min")}
 
 
 # -- small pure pieces -------------------------------------------------------------------
@@ -54,10 +53,12 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a RuntimeError when CUDA is
+    asked for but torch sees none, or the name is not a device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: 'cuda' requested but torch sees no CUDA device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"{name!r} requested but torch sees no CUDA device")
     return torch.device(name)
 
 
@@ -175,11 +176,11 @@ def evaluate_ordinal(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def _stage_model(cfg: ExperimentConfig) -> tuple[nn.Module, ExperimentConfig]:
-    """The model to train; stage ``diw`` rebuilds the stage-1 checkpoint's model and weights."""
-    if cfg.train.stage == "nyu":
+    """The model to train; a fine-tuning stage (``diw``) rebuilds the stage-1 checkpoint's model and weights."""
+    if not STAGES[cfg.train.stage].finetunes:
         return create_model(cfg.model.name, **cfg.model.args), cfg
     if not cfg.train.init_checkpoint:
-        raise ValueError("train.init_checkpoint: stage diw fine-tunes a stage-1 checkpoint; none is set")
+        raise ValueError(f"train.init_checkpoint: stage {cfg.train.stage} fine-tunes a stage-1 checkpoint; none is set")
     init = load_checkpoint(cfg.train.init_checkpoint)
     spec = init["model"]
     model = model_from_spec(spec)  # the checkpoint supplies the weights: no pretrained download
@@ -190,7 +191,7 @@ def _stage_model(cfg: ExperimentConfig) -> tuple[nn.Module, ExperimentConfig]:
 
 
 def _step_loss(cfg: ExperimentConfig) -> Callable[[nn.Module, dict[str, Any]], torch.Tensor]:
-    if cfg.train.stage == "diw":
+    if STAGES[cfg.train.stage].task != DEPTH_TASK:
         return lambda model, b: ranking_loss(model(b["image"]).float(), b["points"], b["relation"])
     depth_loss = get_loss(cfg.train.loss)
     return lambda model, b: depth_loss(model(b["image"]).float(), b["depth"], b["valid_mask"])
@@ -204,6 +205,7 @@ def fit(
     cfg: ExperimentConfig | dict[str, Any],
     report: Report | None = None,
     resume_from: str | Path | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg``'s stage; returns the best and last metrics and checkpoint paths.
 
@@ -211,6 +213,8 @@ def fit(
     ``train/*``, ``val/*`` and ``lr`` keys and the directory of that epoch's checkpoint.
     ``resume_from`` (a checkpoint written by an earlier ``fit`` of the same config)
     continues at the next epoch with the saved weights, optimizer and RNG states.
+    ``on_model(model)`` is called once the model is built (e.g. to count its parameters
+    without building it a second time).
     """
     if isinstance(cfg, dict):
         cfg = ExperimentConfig.from_dict(cfg)
@@ -220,6 +224,8 @@ def fit(
     torch.manual_seed(t.seed)
     device = resolve_device(t.device)
     model, cfg = _stage_model(cfg)
+    if on_model is not None:
+        on_model(model)
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -231,11 +237,11 @@ def fit(
     optimizer = build_optimizer(model, cfg.optim)
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    metric_name, mode = SELECTION[t.stage]
+    metric_name, mode = cfg.selection
     step_loss = _step_loss(cfg)
     out_dir = Path(t.out_dir)
 
-    best: dict[str, Any] = {"value": math.inf, "epoch": 0, "dir": None}
+    best: dict[str, Any] = {"value": worst(mode), "epoch": 0, "dir": None}
     start_epoch, history = 0, []
     if resume_from is not None:
         state = load_checkpoint(resume_from, map_location=device)
@@ -265,7 +271,7 @@ def fit(
             first_step=epoch * batches, max_batches=t.max_batches_per_epoch,
             grad_clip=cfg.optim.grad_clip, amp=use_amp, channels_last=t.channels_last,
         )
-        if t.stage == "nyu":
+        if STAGES[t.stage].task == DEPTH_TASK:
             val = evaluate_depth(model, val_loader, device, amp=use_amp)
         else:
             val = evaluate_ordinal(model, val_loader, device, amp=use_amp)
@@ -273,7 +279,7 @@ def fit(
                    "lr": optimizer.param_groups[0]["lr"], "time/epoch_s": time.perf_counter() - start}
         history.append({k: float(v) for k, v in metrics.items()})
         value = metrics[metric_name]
-        improved = value < best["value"] if mode == "min" else value > best["value"]
+        improved = better(value, best["value"], mode)
         epoch_dir = out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}"
         if improved:
             best = {"value": float(value), "epoch": epoch + 1, "dir": str(out_dir / "best")}

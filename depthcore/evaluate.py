@@ -21,6 +21,7 @@ from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.config import ConfigError, ExperimentConfig, add_set_argument, parse_override, set_dotted
 from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
 from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
+from depthcore.stages import DEPTH_TASK, STAGES
 
 NYU_KEYS = ["rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3", "mse_norm"]
 
@@ -58,7 +59,8 @@ def evaluate_checkpoint(
     cfg = ExperimentConfig.from_dict(raw, source=f"{checkpoint} (config)")
     dev = resolve_device(device)
     model = model_from_checkpoint(payload).to(dev)
-    relative = cfg.train.stage == "diw"
+    # A stage trained on point-pair orderings predicts relative depth: scale it per image.
+    relative = STAGES[cfg.train.stage].task != DEPTH_TASK
     result: dict[str, Any] = {"stage": cfg.train.stage, "split": split, "median_scaled": relative,
                               "model": payload["model"], "epoch": payload["epoch"]}
     if cfg.data.nyu_path:

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from depthcore.config import ConfigError, ExperimentConfig
+from depthcore.stages import DEPTH_TASK, STAGES
 from depthcore.data import DepthInTheWild, NyuDepthV2
 
 
@@ -82,7 +83,7 @@ def train_val_loaders(
     """Training and validation loaders for the config's stage."""
     train_set: Dataset
     val_set: Dataset
-    if cfg.train.stage == "nyu":
+    if STAGES[cfg.train.stage].task == DEPTH_TASK:
         train_set, val_set = nyu_dataset(cfg, "train"), nyu_dataset(cfg, "val")
     else:
         train_set, val_set = diw_dataset(cfg, "train"), diw_dataset(cfg, "val")

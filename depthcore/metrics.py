@@ -37,6 +37,8 @@ DEPTH_METRIC_KEYS: tuple[str, ...] = (
     "silog",
     "mse_norm",
 )
+ORDINAL_METRIC_KEYS: tuple[str, ...] = ("accuracy", "whdr")
+"""Point-pair metrics (DIW): the share of pairs ordered as labelled, and its complement."""
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"d1", "d2", "d3", "accuracy"})
 """Metric names to maximise; every other metric here is an error to minimise."""
 

@@ -1,11 +1,7 @@
 """Hyperparameter sweeps over depthcore training configs (Ray Tune + Optuna + MLflow).
 
-The only package that imports ray, optuna or mlflow. ``sweep.space`` turns a YAML spec into
-validated dataclasses, Optuna define-by-run samplers and depthcore configs.
+The only package that imports ray, optuna or mlflow; Ray itself only in ``sweep.tuner`` and
+``sweep.trial``. Layout: ``spec/`` (YAML -> a resolved ``SweepSpec``), ``tuner`` and ``trial``
+(Ray Tune), ``orchestrate`` (stages in order), ``select`` (winners), ``record`` (``sweep.json``),
+``tracking/`` (MLflow), ``export/``, ``report/``, ``predict``; the CLI is ``sweep.run``.
 """
-
-from __future__ import annotations
-
-from sweep.space import SpecError, SweepSpec, family, load_spec
-
-__all__ = ["SpecError", "SweepSpec", "family", "load_spec"]

@@ -30,18 +30,12 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from depthcore.data.transforms import resize_image
+from depthcore.engine import resolve_device as engine_device
 from depthcore.viz import figure_pixels, write_depth_png
-from sweep.exported import (
-    DEFAULT_STORE,
-    DEPTH_LABELS,
-    ExportedModel,
-    ExportError,
-    PredictError,
-    first_line,
-    load_exported,
-)
+from sweep.export.loaded import DEPTH_LABELS, ExportedModel, ExportError, PredictError, load_exported
+from sweep.tracking.store import DEFAULT_STORE, first_line
 
-# Loading (sweep.exported) and drawing (depthcore.viz) live in their own modules; their names
+# Loading (sweep.export.loaded) and drawing (depthcore.viz) live in their own modules; their names
 # stay importable from here, the module users call.
 __all__ = ["DEPTH_LABELS", "ExportError", "ExportedModel", "PredictError", "figure_pixels", "load_exported",
            "predict_images", "write_depth_png"]
@@ -168,22 +162,18 @@ def read_image(path: Path) -> np.ndarray:
             upright = ImageOps.exif_transpose(image)
             return np.array(upright.convert("RGB"))
     except Exception as err:  # PIL raises OSError, ValueError, SyntaxError, ... for broken files
-        raise OSError(f"{path}: cannot read image ({type(err).__name__}: {first_line(err)})") from None
+        raise OSError(f"{path}: cannot read image ({first_line(err)})") from None
 
 
 # -- prediction ---------------------------------------------------------------------------------
 
 
 def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (CUDA when available); raises ``PredictError`` for missing CUDA."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    """``depthcore.engine.resolve_device`` with a ``PredictError`` naming ``--device``."""
     try:
-        return torch.device(device)
+        return engine_device(device)
     except RuntimeError as err:
-        raise PredictError(f"--device {device}: {first_line(err)}") from None
+        raise PredictError(f"--device {device}: {first_line(err)}; use --device cpu or auto") from None
 
 
 def predict_images(

@@ -18,12 +18,15 @@ import optuna
 import yaml
 
 from depthcore.config import add_set_argument
-from sweep.space import SpecError, SweepSpec, load_spec
+from depthcore.stages import STAGE_NAMES
+from sweep.record import RECORD_FILE, is_sweep_dir
+from sweep.spec import SpecError, SweepSpec, load_spec
 
 
 def smoke_overrides(spec: SweepSpec) -> list[str]:
-    """Two trials per stage, one epoch each (a stage's own fixed epochs included)."""
-    out = ["fixed.train/epochs=1"]
+    """Two trials per stage, one epoch each (a stage's own fixed epochs included); ASHA's grace
+    period follows the single epoch."""
+    out = ["fixed.train/epochs=1", "scheduler.grace_period=1"]
     for name, stage in spec.stages.items():
         out.append(f"stages.{name}.num_samples=2")
         if "train/epochs" in stage.fixed:
@@ -41,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="continue an interrupted sweep (default: the newest sweep of this spec)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster address (default: $RAY_ADDRESS, else a local runtime)")
-    p.add_argument("--stage", choices=["all", "nyu", "diw"], default="all", help="run one stage only")
+    p.add_argument("--stage", choices=["all", *STAGE_NAMES], default="all", help="run one stage only")
     p.add_argument("--stage1-from", metavar="SWEEP_DIR",
                    help="with --stage diw: fine-tune the top stage-1 trials of this earlier sweep")
     p.add_argument("--export", action="store_true",
@@ -81,18 +84,20 @@ def sweep_dir_for(spec: SweepSpec, resume: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        spec = load_spec(args.spec, args.overrides)
+        overrides = list(args.overrides)
+        spec = load_spec(args.spec, overrides)
         if args.smoke_test:
-            spec = load_spec(args.spec, smoke_overrides(spec) + args.overrides)
-        stages: list[str] = [s for s in ("nyu", "diw") if s in spec.stages and args.stage in ("all", s)]
+            overrides = smoke_overrides(spec) + overrides
+            spec = load_spec(args.spec, overrides)
+        stages: list[str] = [s for s in STAGE_NAMES if s in spec.stages and args.stage in ("all", s)]
         if not stages:
             raise SpecError(f"{args.spec}: stages: no stage to run for --stage {args.stage}")
         if args.dry_run:
             dry_run(spec, stages)
             return 0
         sweep_dir = sweep_dir_for(spec, args.resume)
-        if args.resume and not (sweep_dir / "sweep.json").is_file():
-            raise SpecError(f"--resume: {sweep_dir} holds no sweep (no sweep.json)")
+        if args.resume and not is_sweep_dir(sweep_dir):
+            raise SpecError(f"--resume: {sweep_dir} holds no sweep (no {RECORD_FILE})")
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -100,20 +105,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = run_sweep(spec, stages, sweep_dir, resume=args.resume is not None, address=args.address,
-                         stage1_from=Path(args.stage1_from) if args.stage1_from else None)
+                         stage1_from=Path(args.stage1_from) if args.stage1_from else None, overrides=overrides)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if code == 0 and args.export:
-        from sweep import export
+        from sweep.export.cli import main as export_main
 
         print(f"\n$ python -m sweep.export {sweep_dir} --onnx-exporter {args.onnx_exporter}", flush=True)
-        code = export.main([str(sweep_dir), "--onnx-exporter", args.onnx_exporter])
+        code = export_main([str(sweep_dir), "--onnx-exporter", args.onnx_exporter])
     if code == 0 and args.report:
-        from sweep import report
+        from sweep.report.cli import main as report_main
 
         print(f"\n$ python -m sweep.report {sweep_dir}", flush=True)
-        code = report.main([str(sweep_dir)])
+        code = report_main([str(sweep_dir)])
     if code == 0 and (args.export or args.report):
         from sweep.summary import next_steps
 

@@ -1,10 +1,13 @@
-"""Pick the best trial per architecture and stage of a finished sweep, from MLflow alone.
+"""The only selection of winners and top-k trials of a sweep, from MLflow alone.
 
-Selection uses the stage's validation metric only (``val/rmse`` for ``nyu``, ``val/whdr`` for
-``diw``, or whatever the spec chose; the parent run's ``depthsweep.metric``/``.mode`` tags say
-which): a trial's score is the best value in its per-epoch history, the epoch whose checkpoint
-the trial logged. Test metrics, which ``sweep.export`` logs to the winners later, are never
-looked at here. Failed trials are not candidates.
+The end-of-sweep table, the stage-2 top-k, the export, the report and the seed comparison all
+use ``Study.winners`` / ``Study.top_k``, so they always name the same trials.
+
+Selection uses the stage's validation metric only (its default from ``depthcore.stages``, or
+whatever the spec chose; the parent run's ``depthsweep.metric``/``.mode`` tags say which): a
+trial's score is the best value in its per-epoch history, the epoch whose checkpoint the trial
+logged. Test metrics, which ``sweep.export`` logs to the winners later, are never looked at
+here. A trial is a candidate when it did not fail and logged a finite value (``eligible``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from depthcore.stages import FIRST_STAGE, STAGE_NAMES, STAGES, better, mode_of
 from sweep.tracking import (
     TAG_ARCHITECTURE,
     TAG_KIND,
@@ -25,9 +29,6 @@ from sweep.tracking import (
     TAG_TRIAL_KEY,
     TAG_TRIAL_STATE,
 )
-
-DEFAULT_SELECTION = {"nyu": ("val/rmse", "min"), "diw": ("val/whdr", "min")}
-"""Metric and mode per stage when a parent run carries no selection tags."""
 
 
 class SelectionError(RuntimeError):
@@ -54,10 +55,13 @@ class TrialRun:
     metrics: dict[str, float] = field(default_factory=dict)
     """Latest value of every metric of the run (``val/*`` at the last epoch, ``test/*`` once exported)."""
 
+    @property
+    def eligible(self) -> bool:
+        """A candidate for selection: not failed, and a finite validation value."""
+        return self.state != "failed" and math.isfinite(self.value)
+
     def better_than(self, other: TrialRun | None) -> bool:
-        if other is None or math.isnan(other.value):
-            return not math.isnan(self.value)
-        return self.value < other.value if self.mode == "min" else self.value > other.value
+        return other is None or better(self.value, other.value, self.mode)
 
 
 @dataclass
@@ -69,19 +73,34 @@ class Study:
     parents: dict[str, Run]
     trials: dict[str, list[TrialRun]]
 
+    def ranked(self, stage: str) -> list[TrialRun]:
+        """The stage's eligible trials, best first (ties: the earlier trial key first)."""
+        runs = sorted((r for r in self.trials.get(stage, []) if r.eligible), key=lambda r: r.trial_key)
+        return sorted(runs, key=lambda r: r.value, reverse=bool(runs) and runs[0].mode == "max")
+
     def winners(self) -> dict[str, dict[str, TrialRun]]:
-        """``{stage: {architecture: best TrialRun}}`` by validation metric; failed trials excluded."""
+        """``{stage: {architecture: best TrialRun}}`` by validation metric; ineligible trials excluded."""
         result: dict[str, dict[str, TrialRun]] = {}
-        for stage, runs in sorted(self.trials.items(), key=lambda item: _stage_order(item[0])):
+        for stage in sorted(self.trials, key=_stage_order):
             best: dict[str, TrialRun] = {}
-            for run in runs:
-                if run.state == "failed" or math.isnan(run.value):
-                    continue
-                if run.better_than(best.get(run.architecture)):
-                    best[run.architecture] = run
+            for run in self.ranked(stage):
+                best.setdefault(run.architecture, run)
             if best:
                 result[stage] = dict(sorted(best.items()))
         return result
+
+    def top_k(self, stage: str, k: int, per_architecture: bool) -> list[TrialRun]:
+        """The ``k`` best eligible trials of ``stage``, per architecture or overall, best first."""
+        ranked = self.ranked(stage)
+        if not per_architecture:
+            return ranked[:k]
+        taken: dict[str, int] = {}
+        chosen = []
+        for run in ranked:
+            if taken.get(run.architecture, 0) < k:
+                taken[run.architecture] = taken.get(run.architecture, 0) + 1
+                chosen.append(run)
+        return chosen
 
 
 def load_study(tracking_uri: str, study: str) -> Study:
@@ -131,13 +150,13 @@ def value_at(client: MlflowClient, run_id: str, metric: str, step: int) -> float
 
 
 def _stage_order(stage: str) -> tuple[int, str]:
-    order = list(DEFAULT_SELECTION)
-    return (order.index(stage) if stage in order else len(order), stage)
+    return (STAGE_NAMES.index(stage) if stage in STAGE_NAMES else len(STAGE_NAMES), stage)
 
 
 def _selection(parent: Run, stage: str) -> tuple[str, str]:
-    default = DEFAULT_SELECTION.get(stage, ("val/rmse", "min"))
-    return parent.data.tags.get(TAG_METRIC, default[0]), parent.data.tags.get(TAG_MODE, default[1])
+    default = STAGES[stage].default_metric if stage in STAGES else STAGES[FIRST_STAGE].default_metric
+    metric = parent.data.tags.get(TAG_METRIC, default)
+    return metric, parent.data.tags.get(TAG_MODE, mode_of(metric))
 
 
 def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:

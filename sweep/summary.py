@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from depthcore.config import flatten
-from sweep.space import SweepSpec
-
-SHOWN_METRICS = {"nyu": ["val/rmse", "val/abs_rel", "val/d1", "val/mse_norm"], "diw": ["val/whdr", "val/accuracy"]}
+from depthcore.stages import STAGES
+from sweep.record import read_record
+from sweep.spec import SweepSpec
 
 
 def format_summary(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown-style table of the best trial per (stage, architecture)."""
     lines = []
     for stage, best in summary.items():
-        keys = SHOWN_METRICS[stage]
+        keys = list(STAGES[stage].shown)
         lines.append(f"\nstage {stage}: best trial per architecture (selected by {next(iter(best.values()))['metric'] if best else keys[0]})")
         lines.append("| architecture | trial | state | epoch | " + " | ".join(keys) + " | MLflow run |")
         lines.append("|" + "---|" * (5 + len(keys)))
@@ -46,13 +44,12 @@ def mlflow_ui_line(tracking_uri: str) -> str:
 
 def next_steps(sweep_dir: Path, *, export: bool, report: bool) -> str:
     """Where to look once a sweep, its export and its report are done."""
-    record = json.loads((sweep_dir / "sweep.json").read_text())
+    record = read_record(sweep_dir)
     lines = ["next:"]
     if report:
         lines.append(f"  report:   {sweep_dir / 'report' / 'report.md'} (and report.html)")
     if export:
         lines.append(f"  models:   {sweep_dir / 'export'}/<architecture>-<stage>/ (MODEL_CARD.md, model.pt, model.onnx)")
         lines.append(f"  predict:  python -m sweep.predict --model {sweep_dir / 'export'}/unetpp-nyu  YOUR_IMAGES/")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or record["mlflow_tracking_uri"]
-    lines.append("  " + mlflow_ui_line(uri))
+    lines.append("  " + mlflow_ui_line(record.tracking_uri))
     return "\n".join(lines)

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from depthcore._registry import MODELS
-from depthcore.checkpoint import load_checkpoint
 from depthcore.config import ExperimentConfig
-from depthcore.models import PRESETS, count_parameters, model_from_spec
-from sweep.space import family
+from depthcore.models import PRESETS
+from sweep.spec import family
 from sweep.tracking import TAG_ARCHITECTURE, TAG_ENCODER, TAG_PARAMETER_COUNT, TAG_STAGE, TAG_STAGE1_RUN
 
 
@@ -22,15 +21,12 @@ def trial_tags(
 ) -> dict[str, str]:
     """``architecture``, ``stage``, ``encoder``, ``parameter_count`` (and ``stage1_run_id``) of a trial.
 
-    Stage ``diw`` trains the stage-1 checkpoint's model, so its model is read from
-    ``train.init_checkpoint``, not from ``config.model``. Without ``parameter_count`` the
-    model is built (without pretrained weights) to count its parameters.
+    Stage ``diw`` trains the stage-1 checkpoint's model, named by
+    ``train.init_checkpoint``; the trial config records that model in ``config.model``. Without
+    ``parameter_count`` there is no ``parameter_count`` tag (the trial adds it once ``fit`` has
+    built the network, which is built once per trial).
     """
-    if config.train.stage == "diw" and config.train.init_checkpoint:
-        spec = load_checkpoint(config.train.init_checkpoint)["model"]
-        name, args = spec["name"], dict(spec["args"])
-    else:
-        name, args = config.model.name, dict(config.model.args)
+    name, args = config.model.name, dict(config.model.args)
     tags = {TAG_STAGE: config.train.stage, **describe_model(name, args, parameter_count)}
     if stage1_run_id is not None:
         tags[TAG_STAGE1_RUN] = stage1_run_id
@@ -57,8 +53,9 @@ def describe_model(name: str, args: Mapping[str, Any], parameter_count: int | No
         encoder = f"mobilenet_v3_{resolved.get('size', 'large')}" + ("" if width == 1.0 else f"_x{width:g}")
     else:
         encoder = str(resolved.get("encoder", ""))
-    if parameter_count is None:
-        parameter_count = count_parameters(model_from_spec({"name": name, "args": dict(args)}))["total"]
-    return {TAG_ARCHITECTURE: architecture, TAG_ENCODER: encoder, TAG_PARAMETER_COUNT: str(int(parameter_count))}
+    tags = {TAG_ARCHITECTURE: architecture, TAG_ENCODER: encoder}
+    if parameter_count is not None:
+        tags[TAG_PARAMETER_COUNT] = str(int(parameter_count))
+    return tags
 
 

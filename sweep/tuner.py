@@ -1,22 +1,33 @@
-"""Ray Tune for one sweep stage: Optuna TPE under a concurrency limit, ASHA early stopping.
+"""All of Ray for the sweep's driver: the runtime, one Tuner per stage (Optuna TPE under a
+concurrency limit, ASHA early stopping), restore, and plain records of what the trials did.
+
+``sweep.trial`` is the only other module that imports Ray (the trial's reporting API).
 
 Ray's ``OptunaSearch`` tells Optuna that every trial that ended without an error
 COMPLETED — including ASHA-stopped ones — and leaves a trial that reported NaN
 RUNNING. ``TrueStateOptunaSearch`` records what happened: COMPLETE only when the
 trial ran all its epochs, PRUNED (with its last value) when the scheduler stopped
-it, FAIL for errors and non-finite metrics.
+it, FAIL for errors and non-finite metrics. The value told is the trial's best epoch's
+(what selection uses), and each Optuna trial carries the Ray trial id and MLflow run id
+as user attributes. ``OptunaSearch`` offers no public hook for the trial objects, so this
+is the one module that reads its private ``_ot_trials``, ``_ot_study`` and
+``_completed_trials`` (``tests/sweep/test_tuner_upstream.py`` fails when they change).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune import CheckpointConfig, RunConfig
@@ -27,25 +38,46 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from depthcore.config import flatten
-from sweep.space import SweepSpec
+from depthcore.stages import better
+from sweep.spec import SweepSpec
 from sweep.tracking import finish_trial_run
-from sweep.trainable import STAGE1_PARAM, TrialContext, run_trial, trial_key
+from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, run_trial, trial_key
 
 log = logging.getLogger(__name__)
 
 
+USER_ATTR_RAY = "ray_trial_id"
+USER_ATTR_MLFLOW = "mlflow_run_id"
+
+
 class TrueStateOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that records early-stopped trials as PRUNED and NaN/errors as FAIL."""
+    """``OptunaSearch`` that records early-stopped trials as PRUNED and NaN/errors as FAIL, tells
+    the best epoch's value, and links each Optuna trial to its Ray trial and MLflow run."""
 
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._best: dict[str, float] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            ot_trial.set_user_attr(USER_ATTR_RAY, trial_id)
+            config = {**config, OPTUNA_TRIAL_KEY: ot_trial.number}
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        run_id = result.get(USER_ATTR_MLFLOW)
+        if ot_trial is not None and run_id and USER_ATTR_MLFLOW not in ot_trial.user_attrs:
+            ot_trial.set_user_attr(USER_ATTR_MLFLOW, run_id)
         value = result.get(self.metric)
         # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
         # let on_trial_complete mark the trial FAIL.
         if value is not None and math.isfinite(value):
+            if better(value, self._best.get(trial_id, math.nan), self.mode):
+                self._best[trial_id] = float(value)
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -67,7 +99,8 @@ class TrueStateOptunaSearch(OptunaSearch):
                 ot_trial.report(value, step)
             study.tell(ot_trial, state=TrialState.PRUNED)
         else:
-            study.tell(ot_trial, value, state=TrialState.COMPLETE)
+            # Selection ranks a trial by its best epoch: Optuna's value is that one too.
+            study.tell(ot_trial, self._best.get(trial_id, value), state=TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
 
 
@@ -194,9 +227,8 @@ def build_tuner(
         )
     else:
         scheduler = FIFOScheduler()
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
+        _trainable(ctx, trainable),
         tune_config=tune.TuneConfig(
             metric=stage_spec.metric,
             mode=stage_spec.mode,
@@ -218,3 +250,81 @@ def build_tuner(
             verbose=0,
         ),
     )
+
+
+def _trainable(ctx: TrialContext, trainable: Callable[[dict[str, Any], TrialContext], None] = run_trial) -> Any:
+    """The stage's trainable with its context and resources: one recipe for a new and a restored Tuner."""
+    resources = {"cpu": ctx.spec.resources.cpu, "gpu": ctx.spec.resources.gpu}
+    return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)
+
+
+# -- the runtime and one stage, as plain records ------------------------------------------------
+
+
+@contextmanager
+def ray_runtime(address: str | None) -> Iterator[None]:
+    """Connect to the cluster at ``address``, or start a local runtime (stopped on exit)."""
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        if not address:
+            ray.shutdown()
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one Ray trial of a finished stage did, without Ray types."""
+
+    trial_id: str
+    params: dict[str, Any]
+    """The sampled parameters (nested by ``/``, as Ray passes them)."""
+    error: str | None
+    """The first line of the trial's error, if it failed."""
+    history: list[dict[str, Any]]
+    """One dict of reported values per epoch."""
+    checkpoint: str | None
+    """The checkpoint of the trial's best epoch by the stage's metric (None without one)."""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    trials: list[TrialRecord]
+    interrupted: bool
+    """Tune returned early (Ctrl-C / SIGINT): some trials did not finish; the state is saved."""
+    finished: int
+    """Trials that ended (completed, stopped early or failed)."""
+
+
+def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: bool,
+              stage1_choices: list[str] | None = None,
+              trainable: Callable[[dict[str, Any], TrialContext], None] = run_trial) -> StageOutcome:
+    """Run (or, with ``resume``, continue) one stage; returns what its trials did."""
+    spec, stage = ctx.spec, ctx.stage
+    own = spec.stages[stage]
+    path = ray_dir / stage
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path.resolve()), trainable=_trainable(ctx, trainable),
+                                   resume_unfinished=True, resume_errored=True, restart_errored=False)
+    else:
+        # Not on resume: a resumed study already holds the enqueued trials.
+        tuner = build_tuner(ctx, storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
+                            num_samples=own.num_samples, max_epochs=spec.max_epochs(stage),
+                            stage1_choices=stage1_choices, trainable=trainable,
+                            first_points=None if resume else model_first_points(spec, stage))
+    results = tuner.fit()
+    records = []
+    for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
+        df = result.metrics_dataframe
+        history = df.to_dict("records") if df is not None else []
+        checkpoint = result.get_best_checkpoint(own.metric, own.mode) if history else None
+        error = str(result.error).strip().splitlines()[0] if result.error else None
+        records.append(TrialRecord(trial_id=str(result.metrics.get("trial_id") or result.path.split("/")[-1]),
+                                   params=dict(result.config or {}), error=error, history=history,
+                                   checkpoint=checkpoint.path if checkpoint else None))
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    interrupted = unfinished > 0 or (spec.study.time_budget_s is None and len(results) < own.num_samples)
+    return StageOutcome(records, interrupted, results.num_terminated + results.num_errors)

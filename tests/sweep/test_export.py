@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from sweep_fixtures import copy_sweep
 
 from depthcore.models import create_model, model_from_spec
-from sweep.export import compare_architectures, main, registered_name
-from sweep.export_files import TOLERANCE, relative_difference, write_model_files
+from sweep.export.cli import compare_architectures, main, registered_name
+from sweep.export.files import TOLERANCE, relative_difference, write_model_files
 from sweep.select import load_study
 from sweep.tracking import TAG_ARCHITECTURE, TAG_KIND, TAG_METRIC, TAG_MODE, TAG_PARENT, TAG_STAGE_PARENT
 
@@ -203,7 +203,7 @@ def test_export_of_an_unknown_folder_is_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_seed_retraining_gives_a_confidence_interval(exported, tmp_path):
-    from sweep.export_seeds import retrain_with_seeds
+    from sweep.export.seeds import retrain_with_seeds
 
     folder = exported["out"] / "lraspp-nyu" if (exported["out"] / "lraspp-nyu").is_dir() else exported["out"] / "unetpp-nyu"
     config = yaml.safe_load((folder / "config.yaml").read_text())

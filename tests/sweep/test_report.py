@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from PIL import Image
 from sweep_fixtures import copy_sweep
 
-from sweep.report import build_report, main, to_html, to_markdown
-from sweep.report_plots import Point, importances, model_spec, pareto_front
+from sweep.report.cli import build_report, main, to_html, to_markdown
+from sweep.report.figures import Point, importances, model_spec, pareto_front
 
 pytestmark = pytest.mark.slow
 

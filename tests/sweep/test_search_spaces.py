@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from depthcore.config import ExperimentConfig
-from sweep.space import family, load_spec
+from sweep.spec import family, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,4 +1,4 @@
-"""Tests for sweep.space: spec loading and validation, overrides, samplers and trial configs."""
+"""Tests for sweep.spec: spec loading and validation, overrides, samplers and trial configs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from spec_texts import BASE, make_real_data, spec_text, write
 
 from depthcore.config import ExperimentConfig
-from sweep.space import SpecError, SweepSpec, family, load_spec
+from sweep.spec import SpecError, SweepSpec, family, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # --- good specs ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""sweep.space: every bad spec is one line naming the file and key (the table of bad specs)."""
+"""sweep.spec: every bad spec is one line naming the file and key (the table of bad specs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from spec_texts import BASE, REAL_DATA, lr_space, make_real_data, spec_text, write
 
-from sweep.space import SpecError, load_spec
+from sweep.spec import SpecError, load_spec
 
 # (id, spec text, --set overrides, fragments the one-line message must contain)
 BAD = [

@@ -64,6 +64,8 @@ def _config(model: str, tmp: Path, **train) -> ExperimentConfig:
 def _fake_trial(tracker: TrialTracker, cfg: ExperimentConfig, tmp: Path, rmse0: float, **tag_args) -> str:
     """What a trial logs: params and tags, three epochs, config, best checkpoint, preview."""
     run_id = tracker.start(cfg.flat(), trial_tags(cfg, **tag_args))
+    # What the trial does once fit has built the network (built once per trial).
+    tracker.set_tags({"parameter_count": count_parameters(create_model(cfg.model.name))["total"]})
     for epoch in (1, 2, 3):
         tracker.log_epoch({"epoch": float(epoch), "train/loss": 1.0 / epoch, "val/rmse": rmse0 / epoch,
                            "val/d1": 0.2 * epoch, "note": "not a number"}, step=epoch)
@@ -186,15 +188,16 @@ def test_stage2_trial_is_linked_to_its_stage1_run(store, tmp_path):
     stage1_run = stage1.start(stage1_cfg.flat(), trial_tags(stage1_cfg, parameter_count=1))
     stage1.finish("completed")
 
-    # A stage-2 config names the stage-1 checkpoint; its model section is not the one trained.
+    # A stage-2 trial config names the stage-1 checkpoint and records its model (from the top-k rows).
     model = create_model("lraspp_3m")
     checkpoint = save_checkpoint(tmp_path / "nyu_0" / "best", model=model, config=stage1_cfg.to_dict(), epoch=3,
                                  metrics={"val/rmse": 0.5})
     stage2_cfg = ExperimentConfig.from_dict({
+        "model": {"name": "lraspp_3m"},
         "data": {"diw_root": str(tmp_path), "diw_train_csv": str(tmp_path / "train.csv")},
         "train": {"stage": "diw", "init_checkpoint": str(checkpoint)},
     })
-    tags = trial_tags(stage2_cfg, stage1_run_id=stage1_run)
+    tags = trial_tags(stage2_cfg, stage1_run_id=stage1_run, parameter_count=count_parameters(model)["total"])
     stage2 = TrialTracker(uri, experiment_id, parent2, "diw_0")
     run_id = stage2.start(stage2_cfg.flat(), tags)
     stage2.finish("completed")
@@ -202,7 +205,7 @@ def test_stage2_trial_is_linked_to_its_stage1_run(store, tmp_path):
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.tags["stage1_run_id"] == stage1_run
     assert run.data.tags["stage"] == "diw"
-    assert run.data.tags["architecture"] == "lraspp"  # from the checkpoint, not config.model (unetpp)
+    assert run.data.tags["architecture"] == "lraspp"
     assert run.data.tags["parameter_count"] == str(count_parameters(model)["total"])
     assert run.data.tags[TAG_PARENT] == parent2
 
@@ -213,14 +216,14 @@ def test_tracking_errors_after_start_do_not_stop_training(store, tmp_path, caplo
     parent = start_parent_run(experiment_id, "nyu", "errors", SPEC, uri, resume=False)
     tracker = TrialTracker(uri, experiment_id, parent, "trial_0")
     run_id = tracker.start({"optim/lr": 0.1}, {})
-    with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
+    with caplog.at_level(logging.WARNING, logger="sweep.tracking.trial_run"):
         tracker.log_preview(tmp_path / "missing.png")  # no such file
         tracker.log_best_checkpoint(tmp_path / "no_checkpoint")  # no such folder
         tracker.log_epoch({"val rmse?": 1.0}, step=1)  # MLflow refuses the metric name
         tracker.log_epoch({"val/rmse": 1.0}, step=1)  # and the next call still works
         tracker.finish("completed")
     assert tracker.failures == 3
-    assert len([r for r in caplog.records if r.name == "sweep.tracking"]) == 1  # warned once
+    assert len([r for r in caplog.records if r.name == "sweep.tracking.trial_run"]) == 1  # warned once
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.metrics == {"val/rmse": 1.0} and run.info.status == "FINISHED"
     with pytest.raises(ValueError, match="state must be one of"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 from sweep_fixtures import TINY_SPEC
 
-from sweep.space import load_spec
-from sweep.trainable import TrialContext, build_trial_config
+from sweep.spec import load_spec
+from sweep.trial import TrialContext, build_trial_config
 
 
 def _context(tmp_path, cpu: int, fixed: dict | None = None) -> TrialContext:

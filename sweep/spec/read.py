@@ -1,8 +1,8 @@
-"""Raw-spec steps of ``sweep.space.load_spec``: paths, ``--set`` overrides and section readers.
+"""Raw-spec steps of ``sweep.spec.load_spec``: paths, ``--set`` overrides and section readers.
 
-Each ``parse_*`` returns the keyword arguments of the matching dataclass in ``sweep.space``
+Each ``parse_*`` returns the keyword arguments of the matching dataclass in ``sweep.spec.model``
 (or plain dicts for ``fixed``, ``space`` and ``conditional``), failing with a one-line
-:class:`~sweep.spec_validate.SpecError` that names the key.
+:class:`~sweep.spec.check.SpecError` that names the key.
 """
 
 from __future__ import annotations
@@ -14,30 +14,24 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility
 
 from depthcore.config import flatten, parse_override
-from depthcore.engine import SELECTION
-from depthcore.metrics import DEPTH_METRIC_KEYS, HIGHER_IS_BETTER
-from sweep.spec_validate import DATA_PATHS, Checker, check_config_key, describe, dist_to_dict, join, parse_distribution
-
-STAGES = ("nyu", "diw")
-"""Stage names in the order they run; each is also the trials' ``train/stage``."""
-
-STAGE_METRICS = {
-    "nyu": tuple(f"val/{name}" for name in DEPTH_METRIC_KEYS),
-    "diw": ("val/whdr", "val/accuracy"),
-}
-"""Metrics each stage's trials report per epoch (``depthcore.engine.fit``)."""
-
-DIW_DROPS = ("model/", "train/loss")
-"""Keys stage ``diw`` ignores (``/`` at the end: every key below): it fine-tunes the stage-1
-model with the ranking loss."""
+from depthcore.stages import DEPTH_TASK, FIRST_STAGE, ORDINAL_TASK, STAGE_NAMES, STAGES, mode_of
+from sweep.spec.check import DATA_PATHS, Checker, check_config_key, describe, dist_to_dict, join, parse_distribution
 
 SYNTHETIC_KEYS = ("out", "frames", "height", "width", "diw_train", "diw_test", "seed")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def diw_drops(key: str) -> bool:
-    """Whether stage ``diw`` ignores ``key``."""
-    return any(key == prefix or (prefix.endswith("/") and key.startswith(prefix)) for prefix in DIW_DROPS)
+def stage_drops(stage: str, key: str) -> bool:
+    """Whether ``stage`` ignores ``key``: a fine-tuning stage trains the checkpoint's model
+    (``model/*``), and a stage with a fixed loss ignores ``train/loss``."""
+    own = STAGES[stage]
+    return (own.finetunes and key.startswith("model/")) or (own.fixed_loss is not None and key == "train/loss")
+
+
+def _drops_reason(stage: str) -> str:
+    own = STAGES[stage]
+    return (f"no model/* or train/loss key (stage {stage} fine-tunes the stage-1 model with the "
+            f"{own.fixed_loss} loss)")
 
 
 # Spec keys holding paths; relative ones are relative to the spec file (or, from --set, the
@@ -124,9 +118,9 @@ def parse_data(chk: Checker, raw: Any, stages: tuple[str, ...], check_files: boo
         if given:
             chk.fail("data.synthetic", "either synthetic or real data paths", f"both (data.{given[0]})")
         return {"synthetic": _parse_synthetic(chk, raw["synthetic"]), **paths, "cache_size": cache_size}
-    needed = {"nyu": ("nyu_path",), "diw": ("diw_root", "diw_train_csv")}
+    needed = {DEPTH_TASK: ("nyu_path",), ORDINAL_TASK: ("diw_root", "diw_train_csv")}
     for stage in stages:
-        for name in needed[stage]:
+        for name in needed[STAGES[stage].task]:
             if paths[name] is None:
                 chk.fail(
                     f"data.{name}", f"a path for stage {stage} (or data.synthetic instead of real paths)", "nothing"
@@ -183,24 +177,27 @@ def parse_conditional(chk: Checker, raw: Any) -> dict[str, dict[Any, dict[str, B
 
 def parse_stages(chk: Checker, raw: Any) -> dict[str, dict[str, Any]]:
     """Stage settings in run order; no ``stages`` section means both stages with defaults."""
-    raw = {stage: None for stage in STAGES} if raw is None else chk.mapping("stages", raw)
-    chk.only_keys("stages", raw, STAGES, what="stage")
+    raw = {stage: None for stage in STAGE_NAMES} if raw is None else chk.mapping("stages", raw)
+    chk.only_keys("stages", raw, STAGE_NAMES, what="stage")
     if not raw:
-        chk.fail("stages", f"at least one stage ({', '.join(STAGES)})", "none")
-    if "diw" in raw and "nyu" not in raw:
-        chk.fail("stages", "stage nyu as well (diw fine-tunes its top-k checkpoints)", "only diw")
-    return {stage: _parse_stage(chk, stage, raw[stage]) for stage in STAGES if stage in raw}
+        chk.fail("stages", f"at least one stage ({', '.join(STAGE_NAMES)})", "none")
+    for stage in raw:
+        if STAGES[stage].finetunes and FIRST_STAGE not in raw:
+            chk.fail("stages", f"stage {FIRST_STAGE} as well ({stage} fine-tunes its top-k checkpoints)",
+                     f"only {', '.join(raw)}")
+    return {stage: _parse_stage(chk, stage, raw[stage]) for stage in STAGE_NAMES if stage in raw}
 
 
 def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
     key = f"stages.{stage}"
+    finetunes = STAGES[stage].finetunes
     raw = chk.mapping(key, raw)
     chk.only_keys(
         key, raw,
-        ("metric", "mode", "num_samples", "fixed", "space", *(("top_k", "top_k_per_architecture") if stage == "diw" else ())),
+        ("metric", "mode", "num_samples", "fixed", "space", *(("top_k", "top_k_per_architecture") if finetunes else ())),
     )
-    metric = chk.string(f"{key}.metric", raw.get("metric", SELECTION[stage][0]), choices=STAGE_METRICS[stage])
-    better = "max" if metric.removeprefix("val/") in HIGHER_IS_BETTER else "min"
+    metric = chk.string(f"{key}.metric", raw.get("metric", STAGES[stage].default_metric), choices=STAGES[stage].metrics)
+    better = mode_of(metric)
     mode = chk.string(f"{key}.mode", raw.get("mode", better), choices=("min", "max"))
     if mode != better:
         chk.fail(
@@ -213,13 +210,9 @@ def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
         parse_space(chk, f"{key}.space", raw.get("space")),
     )
     for name in [*fixed, *space]:
-        if stage == "diw" and diw_drops(name):
+        if stage_drops(stage, name):
             where = f"{key}.fixed" if name in fixed else f"{key}.space"
-            chk.fail(
-                join(where, name),
-                "no model/* or train/loss key (stage diw fine-tunes the stage-1 model with the ranking loss)",
-                describe(name),
-            )
+            chk.fail(join(where, name), _drops_reason(stage), describe(name))
     return {
         "name": stage,
         "metric": metric,
@@ -227,9 +220,9 @@ def _parse_stage(chk: Checker, stage: str, raw: Any) -> dict[str, Any]:
         "num_samples": chk.integer(f"{key}.num_samples", raw.get("num_samples", 10), minimum=1),
         "fixed": fixed,
         "space": space,
-        "top_k": chk.integer(f"{key}.top_k", raw.get("top_k", 2), minimum=1) if stage == "diw" else None,
+        "top_k": chk.integer(f"{key}.top_k", raw.get("top_k", 2), minimum=1) if finetunes else None,
         "top_k_per_architecture": (
-            chk.boolean(f"{key}.top_k_per_architecture", raw.get("top_k_per_architecture", True)) if stage == "diw"
+            chk.boolean(f"{key}.top_k_per_architecture", raw.get("top_k_per_architecture", True)) if finetunes
             else False
         ),
     }

@@ -23,15 +23,13 @@ import yaml
 from torch import nn
 
 from depthcore.models import model_from_spec
+from sweep.tracking.store import DEFAULT_STORE, existing_tracking_uri, first_line
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "state_dict.pt"
 DEPTH_LABELS = {"nyu": "depth (m)", "diw": "relative depth (arbitrary scale)"}
 """Colour-bar label per training stage: ``nyu`` models predict metres, ``diw`` models an
 ordering whose scale is arbitrary (they were fine-tuned on ordinal point pairs)."""
-DEFAULT_STORE = Path("runs") / "sweeps" / "mlflow.db"
-"""The sweeps' MLflow store (``study.output_dir`` of the shipped search spaces), used for
-MLflow URIs when neither ``--tracking-uri`` nor ``MLFLOW_TRACKING_URI`` is given."""
 SEARCH_DEPTH = 2
 """How many folder levels below ``--model`` (or a download) are searched for the export files."""
 
@@ -43,7 +41,8 @@ class PredictError(Exception):
 
 
 class ExportError(PredictError):
-    """The model source is missing, incomplete or unreadable; the message names it."""
+    """An export is missing, incomplete, unreadable, or could not be written or checked against
+    eager PyTorch; the message names it (the one export error of ``sweep.export``)."""
 
 
 @dataclass
@@ -197,18 +196,8 @@ def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def default_tracking_uri() -> str | None:
-    """``$MLFLOW_TRACKING_URI``, else the sweeps' store ``runs/sweeps/mlflow.db`` if it exists, else None."""
-    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if from_env:
-        return from_env
-    if DEFAULT_STORE.is_file():
-        return f"sqlite:///{DEFAULT_STORE.resolve()}"
-    return None
-
-
 def _download(uri: str, dst: Path, tracking_uri: str | None) -> Path:
-    tracking_uri = tracking_uri or default_tracking_uri()
+    tracking_uri = tracking_uri or existing_tracking_uri()
     if tracking_uri is None and uri.startswith(("models:", "runs:")):
         # MLflow would fall back to ./mlflow.db, creating an empty store in the current folder.
         raise ExportError(f"--model {uri}: no MLflow store to look it up in: pass --tracking-uri or set "
@@ -256,6 +245,3 @@ def _registry_uri(uri: str | None) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

@@ -37,8 +37,9 @@ from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.evaluate import evaluate_checkpoint
 from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
-from sweep.export_files import EXPORTERS, ExportError, write_model_files
-from sweep.model_card import model_card
+from sweep.export.card import model_card
+from sweep.export.files import EXPORTERS, ExportError, write_model_files
+from sweep.record import RecordError, read_record
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_STAGE1_RUN
 from sweep.trial_tags import describe_model
@@ -52,16 +53,6 @@ def registered_name(architecture: str, stage: str) -> str:
     return f"depthsweep-{architecture}-{stage}"
 
 
-def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
-    """``sweep.json`` of a sweep folder, with ``mlflow_tracking_uri`` overridden by ``MLFLOW_TRACKING_URI``."""
-    path = Path(sweep_dir) / "sweep.json"
-    if not path.is_file():
-        raise SelectionError(f"{sweep_dir}: not a sweep folder (no sweep.json); pass runs/sweeps/<study>")
-    info = json.loads(path.read_text())
-    info["mlflow_tracking_uri"] = os.environ.get("MLFLOW_TRACKING_URI") or info["mlflow_tracking_uri"]
-    return info
-
-
 def export_sweep(
     sweep_dir: str | Path, out_dir: str | Path | None = None, *, stages: list[str] | None = None, seeds: int = 0,
     register: bool = True, onnx_exporter: str = "dynamo", device: str = "auto",
@@ -69,14 +60,14 @@ def export_sweep(
     """Export the winners of a sweep; returns each winner's ``metrics.json`` contents."""
     from mlflow import MlflowClient
 
-    sweep = read_sweep(sweep_dir)
-    study = load_study(sweep["mlflow_tracking_uri"], sweep["name"])
+    sweep = read_record(sweep_dir)
+    study = load_study(sweep.tracking_uri, sweep.name)
     winners = study.winners()
     chosen = [s for s in (stages or list(winners)) if s in winners]
     if not chosen:
         raise SelectionError(f"{sweep_dir}: no finished trial to export in stage(s) {', '.join(stages or winners)}")
     out = Path(out_dir) if out_dir else Path(sweep_dir) / "export"
-    client = MlflowClient(sweep["mlflow_tracking_uri"])
+    client = MlflowClient(sweep.tracking_uri)
     exported = []
     for stage in chosen:
         for architecture, winner in winners[stage].items():
@@ -146,14 +137,14 @@ def export_winner(
     }
     info["model"]["architecture"] = winner.architecture
     if seeds:
-        from sweep.export_seeds import retrain_with_seeds
+        from sweep.export.seeds import retrain_with_seeds
 
         info["seeds"] = retrain_with_seeds(config, seeds, dest / "seeds", device=device)
     (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
     (dest / "MODEL_CARD.md").write_text(model_card(info))
     _log_to_run(client, winner, info)
     if register:
-        info["registered_version"] = register_model(model, dest, info, sweep["mlflow_tracking_uri"])
+        info["registered_version"] = register_model(model, dest, info, sweep.tracking_uri)
         (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
     print(f"[export] {winner.stage} {winner.architecture}: {_headline(info)}; latency "
           f"{latency['median_ms']:.1f} ms; done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -309,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         export_sweep(args.sweep_dir, args.out, stages=None if args.stage == "all" else [args.stage],
                      seeds=args.seeds, register=not args.no_register, onnx_exporter=args.onnx_exporter,
                      device=args.device)
-    except (SelectionError, ExportError, OSError, ValueError) as err:
+    except (RecordError, SelectionError, ExportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # MLflow's errors (e.g. a run without its checkpoint artifact): one line

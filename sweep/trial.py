@@ -1,6 +1,6 @@
 """One trial: sampled parameters -> depthcore config -> ``depthcore.engine.fit(report=...)``.
 
-This module and ``tuner.py`` are the only places that know Ray Tune's reporting API.
+This module and ``tuner.py`` are the only modules that import Ray.
 The engine calls ``report(metrics, checkpoint_dir)`` once per epoch; the adapter
 forwards it to ``ray.tune.report`` with a checkpoint, logs the epoch to the trial's
 MLflow run, and — whenever the validation metric improves — logs that epoch's
@@ -18,18 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import ray.tune
+import torch
 from ray.tune import Checkpoint
 
 from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.config import ExperimentConfig, flatten
 from depthcore.engine import fit
 from depthcore.loaders import nyu_dataset
+from depthcore.models import count_parameters
+from depthcore.stages import STAGES, worst
 from depthcore.viz import preview_predictions
 from sweep.select import best_in_history
-from sweep.space import SweepSpec
-from sweep.tracking import TrialTracker
+from sweep.spec import SweepSpec
+from sweep.tracking import TAG_PARAMETER_COUNT, TrialTracker
 from sweep.trial_tags import trial_tags
 
+OPTUNA_TRIAL_KEY = "optuna_trial"
+"""Config key the searcher adds: the Optuna trial number, tagged on the MLflow run."""
 STAGE1_PARAM = "stage1_trial"
 """Stage-2 parameter naming the stage-1 trial whose best checkpoint is fine-tuned."""
 
@@ -64,15 +69,19 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
     if "data/num_workers" not in {**ctx.spec.stage_fixed(ctx.stage), **ctx.spec.stage_space(ctx.stage)}:
         # The trial's CPU share: torch's threads on all of it, loader processes on all but one.
         extra["data/num_workers"] = max(0, ctx.threads - 1)
-    if ctx.stage == "diw":
+    flat.pop(OPTUNA_TRIAL_KEY, None)
+    parent: dict[str, Any] | None = None
+    if STAGES[ctx.stage].finetunes:
         parent = ctx.stage1[str(flat.pop(STAGE1_PARAM))]
         extra["train/init_checkpoint"] = parent["checkpoint"]
         lineage = {"stage1_run_id": parent["run_id"], "stage1_trial": parent["trial_id"]}
     raw = ctx.spec.trial_config(ctx.stage, flat, **extra)
     raw.setdefault("train", {})["stage"] = ctx.stage
-    if ctx.stage == "diw":
-        # The model is the stage-1 checkpoint's; recording it keeps the run's model/* params true.
-        model = load_checkpoint(str(extra["train/init_checkpoint"]))["model"]
+    raw["train"]["select_metric"] = ctx.spec.stages[ctx.stage].metric
+    if parent is not None:
+        # The model is the stage-1 checkpoint's (recorded in the top-k rows, so the checkpoint is
+        # opened once, by fit); recording it keeps the run's model/* params true.
+        model = parent.get("model") or load_checkpoint(str(parent["checkpoint"]))["model"]
         raw["model"] = {"name": model["name"], "args": dict(model["args"])}
     return ExperimentConfig.from_dict(raw, source=f"trial config ({ctx.stage})"), lineage
 
@@ -87,6 +96,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     out_dir = str(Path(tune_ctx.get_trial_dir()) / "train")
     cfg, lineage = build_trial_config(ctx, config, out_dir)
     tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), "ray_trial_id": trial_id}
+    if OPTUNA_TRIAL_KEY in config:
+        tags["optuna_trial_number"] = str(config[OPTUNA_TRIAL_KEY])
     tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id,
                            trial_key(ctx.study_name, ctx.stage, trial_id))
     params = cfg.flat()
@@ -95,7 +106,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     tracker.start(params=params, tags=tags, run_name=f"{ctx.stage}-{trial_id}")
     tracker.log_config(cfg.to_dict())
     metric, mode = ctx.spec.stages[ctx.stage].metric, ctx.spec.stages[ctx.stage].mode
-    best = {"value": math.inf if mode == "min" else -math.inf}
+    best = {"value": worst(mode)}
     if tracker.resumed and tracker.run_id:
         # A resumed trial keeps the best epoch it logged before the interruption.
         earlier, _ = best_in_history(tracker.client, tracker.run_id, metric, mode)
@@ -114,14 +125,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             except Exception as err:  # a picture is not worth a trial
                 print(f"trial {trial_id}: preview image failed: {err}", flush=True)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(dict(metrics), checkpoint=checkpoint)
+        # The run id travels with the result, so the searcher links the Optuna trial to it.
+        ray.tune.report({**metrics, "mlflow_run_id": tracker.run_id or ""}, checkpoint=checkpoint)
+
+    def on_model(model: torch.nn.Module) -> None:
+        tracker.set_tags({TAG_PARAMETER_COUNT: count_parameters(model)["total"]})
 
     restored = ray.tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as path:
-            fit(cfg, report=report, resume_from=path)
+            fit(cfg, report=report, resume_from=path, on_model=on_model)
     else:
-        fit(cfg, report=report)
+        fit(cfg, report=report, on_model=on_model)
 
 
 def _preview(cfg: ExperimentConfig, checkpoint_dir: str) -> Path:

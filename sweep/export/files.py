@@ -22,16 +22,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from sweep.export.loaded import ExportError
+
 EXPORTERS = ("dynamo", "torchscript")
 """ONNX exporters: torch.export-based (``dynamo``, needs onnxscript; torch's supported path) and
 the older TorchScript-based one (``torchscript``; deprecated by torch, several times faster)."""
 
 TOLERANCE = 1e-4
 """Largest relative difference allowed between an exported model and eager PyTorch."""
-
-
-class ExportError(RuntimeError):
-    """An exported model could not be written or does not match the eager model."""
 
 
 class FixedSizeInput(nn.Module):

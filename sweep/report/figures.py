@@ -35,8 +35,8 @@ from depthcore.loaders import nyu_dataset
 from depthcore.models import model_from_spec
 from depthcore.viz import preview_predictions
 from sweep.select import Study, TrialRun
-from sweep.space import family
-from sweep.tracking import CHECKPOINT_DIR, TAG_PARAMETER_COUNT, TAG_STAGE1_RUN
+from sweep.spec import family
+from sweep.tracking import CHECKPOINT_DIR, TAG_PARAMETER_COUNT, TAG_STAGE1_RUN, first_line
 
 DPI = 110
 ARCH_COLORS = {"unetpp": "tab:blue", "lraspp": "tab:orange"}
@@ -287,16 +287,8 @@ class Models:
             except Exception as err:  # an unknown name or argument here costs a number, not the report
                 self._latency[key] = None
                 self.failures.append(f"no CPU latency for {spec['name']}{args} at {size[0]}x{size[1]}: "
-                                     f"{type(err).__name__}: {_first_line(err)}")
+                                     f"{first_line(err)}")
         return self._latency[key]
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-# -- sections ------------------------------------------------------------------------------------------
 
 
 def _finished(study: Study, stage: str) -> list[TrialRun]:
@@ -386,7 +378,7 @@ def importances(ostudy: optuna.Study) -> tuple[dict[str, float] | None, str, int
         try:
             result = optuna.importance.get_param_importances(ostudy, params=varied)
         except Exception as err:  # optuna raises several types for degenerate studies
-            return None, f"Optuna could not compute them: {type(err).__name__}: {_first_line(err)}", n
+            return None, f"Optuna could not compute them: {first_line(err)}", n
     messages = sorted({str(w.message).strip().splitlines()[0] for w in caught})
     if any("same set of trials" in m for m in messages):
         return None, f"too few complete trials ({n}) to tell good from bad ones ({messages[0]})", n
@@ -469,7 +461,7 @@ def predictions_section(study: Study, client: MlflowClient, out: Path,
                                                  n=PREDICTION_FRAMES, title=title))
                 os.remove(local)
             except Exception as err:  # a missing artifact or data file costs a picture, not the report
-                notes.append(f"{arch} winner {run.run_id}: no predictions ({type(err).__name__}: {_first_line(err)})")
+                notes.append(f"{arch} winner {run.run_id}: no predictions ({first_line(err)})")
         if parts:
             stack_pngs(parts, out / "predictions.png")
     if parts:

@@ -1,4 +1,4 @@
-"""The checks behind ``sweep.space.load_spec``: typed fields, Optuna distributions, config keys.
+"""The checks behind ``sweep.spec.load_spec``: typed fields, Optuna distributions, config keys.
 
 Every failure is a :class:`SpecError` with a one-line message
 ``<file>: <key path>: <what was expected>, found <what was found>``, where the key path

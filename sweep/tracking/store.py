@@ -1,4 +1,4 @@
-"""MLflow tracking of a sweep: one experiment per study, one parent run per stage, one child run per trial.
+"""MLflow tracking of a sweep (driver side and shared helpers): one experiment per study, one parent run per stage, one child run per trial.
 
 The driver calls ``ensure_experiment``, ``start_parent_run`` and ``finish_parent``; each Ray
 trial builds a ``TrialTracker`` from plain strings and logs its own child run. Everything
@@ -25,7 +25,6 @@ is a normal outcome whose metrics are valid; KILLED would read as an interruptio
 
 from __future__ import annotations
 
-import logging
 import numbers
 import os
 import re
@@ -42,9 +41,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
-from depthcore.config import ExperimentConfig, flatten
-
-log = logging.getLogger(__name__)
+from depthcore.config import flatten
 
 TAG_PARENT = "mlflow.parentRunId"
 TAG_KIND = "depthsweep.kind"  # "parent" or "trial"
@@ -91,6 +88,20 @@ def default_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+DEFAULT_STORE = Path("runs") / "sweeps" / "mlflow.db"
+"""The sweeps' MLflow store (``study.output_dir`` of the shipped search spaces), used for
+MLflow URIs when neither ``--tracking-uri`` nor ``MLFLOW_TRACKING_URI`` is given."""
+
+
+def existing_tracking_uri() -> str | None:
+    """For reading: ``$MLFLOW_TRACKING_URI``, else ``DEFAULT_STORE`` if it exists, else None (no
+    store is created: MLflow would otherwise make an empty one)."""
+    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if from_env:
+        return from_env
+    return f"sqlite:///{DEFAULT_STORE.resolve()}" if DEFAULT_STORE.is_file() else None
+
+
 def default_artifact_root(root: str | Path) -> Path:
     """``<root>/mlartifacts``: where ``ensure_experiment`` puts artifacts of a local store."""
     return Path(root).resolve() / "mlartifacts"
@@ -100,7 +111,7 @@ def _is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def _client(tracking_uri: str) -> MlflowClient:
+def client_for(tracking_uri: str) -> MlflowClient:
     """A client for ``tracking_uri``; a server that does not answer, a missing sqlite folder or
     an unknown scheme raises a one-line ``TrackingError`` naming the URI."""
     if _is_server(tracking_uri):
@@ -110,7 +121,7 @@ def _client(tracking_uri: str) -> MlflowClient:
             with urllib.request.urlopen(url, timeout=10) as response:
                 response.read()
         except (urllib.error.URLError, OSError) as err:
-            raise TrackingError(f"MLflow tracking server {tracking_uri}: no answer at {url} ({_first_line(err)})") from None
+            raise TrackingError(f"MLflow tracking server {tracking_uri}: no answer at {url} ({first_line(err)})") from None
     elif tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri[len("sqlite:///"):])
         if not path.parent.is_dir():
@@ -118,10 +129,10 @@ def _client(tracking_uri: str) -> MlflowClient:
     try:
         return MlflowClient(tracking_uri=tracking_uri)
     except Exception as err:  # MLflow raises several types for a bad URI
-        raise TrackingError(f"MLflow tracking URI {tracking_uri}: {_first_line(err)}") from None
+        raise TrackingError(f"MLflow tracking URI {tracking_uri}: {first_line(err)}") from None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -140,7 +151,7 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | Path | 
     artifacts in ``<artifact_root>/<name>``. A tracking server decides that itself (its
     ``--artifacts-destination``), so there the argument is ignored.
     """
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     try:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -155,7 +166,7 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | Path | 
                 if experiment is None:
                     raise
     except Exception as err:
-        raise TrackingError(f"MLflow tracking URI {tracking_uri}: experiment {name!r}: {_first_line(err)}") from None
+        raise TrackingError(f"MLflow tracking URI {tracking_uri}: experiment {name!r}: {first_line(err)}") from None
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(
             f"MLflow tracking URI {tracking_uri}: experiment {name!r} (id {experiment.experiment_id}) is deleted; "
@@ -177,7 +188,7 @@ def start_parent_run(
     The resolved spec is logged as ``spec.yaml``. On resume the newest parent run with the
     same study and stage is reopened, so a resumed sweep adds trials under the same parent.
     """
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     if resume:
         found = client.search_runs(
             [experiment_id],
@@ -191,7 +202,7 @@ def start_parent_run(
         if found:
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            _log_yaml(client, run_id, dict(spec_dict), SPEC_ARTIFACT)
+            log_yaml(client, run_id, dict(spec_dict), SPEC_ARTIFACT)
             return run_id
     stage_spec = dict(spec_dict.get("stages", {}).get(stage, {}))
     selection = {TAG_METRIC: stage_spec["metric"], TAG_MODE: stage_spec["mode"]} if "metric" in stage_spec else {}
@@ -200,7 +211,7 @@ def start_parent_run(
         run_name=f"{study_name}-{stage}",
         tags={TAG_KIND: "parent", TAG_STAGE_PARENT: stage, TAG_STUDY: study_name, **selection},
     )
-    _log_yaml(client, run.info.run_id, dict(spec_dict), SPEC_ARTIFACT)
+    log_yaml(client, run.info.run_id, dict(spec_dict), SPEC_ARTIFACT)
     return run.info.run_id
 
 
@@ -211,19 +222,19 @@ def finish_parent(run_id: str, summary: Mapping[str, Any], tracking_uri: str, st
     """
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"finish_parent: status must be FINISHED, FAILED or KILLED, found {status!r}")
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     flat = flatten(dict(summary))
-    metrics = {k: v for k, v in flat.items() if _is_number(v)}
-    tags = {k: _param_value(v) for k, v in flat.items() if k not in metrics}
-    _log_batch(client, run_id, metrics=_metric_list(metrics, step=0), tags=tags)
-    _log_yaml(client, run_id, flat, "summary.yaml")
+    metrics = {k: v for k, v in flat.items() if is_number(v)}
+    tags = {k: param_value(v) for k, v in flat.items() if k not in metrics}
+    log_batch(client, run_id, metrics=metric_list(metrics, step=0), tags=tags)
+    log_yaml(client, run_id, flat, "summary.yaml")
     client.set_terminated(run_id, status=status)
 
 
 def find_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str) -> str | None:
     """Run id of the child run of ``trial_key`` under ``parent_run_id``, or None."""
-    client = _client(tracking_uri)
-    run = _find_child(client, parent_run_id, trial_key)
+    client = client_for(tracking_uri)
+    run = find_child(client, parent_run_id, trial_key)
     return run.info.run_id if run is not None else None
 
 
@@ -234,162 +245,29 @@ def finish_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str, stat
     whose worker dies) without running the rest of its function, so a Tune callback on the
     driver (``on_trial_complete`` / ``on_trial_error``) closes the run instead.
     """
-    _check_state(state)
-    client = _client(tracking_uri)
-    run = _find_child(client, parent_run_id, trial_key)
+    check_state(state)
+    client = client_for(tracking_uri)
+    run = find_child(client, parent_run_id, trial_key)
     if run is None:
         return None
-    _close(client, run.info.run_id, state)
+    close_run(client, run.info.run_id, state)
     return run.info.run_id
-
-
-# -- trial side -------------------------------------------------------------------------------
-
-
-class TrialTracker:
-    """Logs one trial as a child run; built in the trial process from plain strings.
-
-    After a successful ``start`` no MLflow error stops training: a failed call logs one
-    warning (per tracker) and is counted in ``failures``. ``start`` itself raises
-    ``TrackingError`` for an unreachable or wrong tracking URI.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_key: str) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.trial_key = trial_key
-        self.run_id: str | None = None
-        self.resumed = False
-        """True when ``start`` reopened the run of an earlier attempt of this trial."""
-        self.failures = 0
-        self._client: MlflowClient | None = None
-        self._warned = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The client holds connections; a copy in another process makes its own.
-        state = dict(self.__dict__)
-        state["_client"] = None
-        return state
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = _client(self.tracking_uri)
-        return self._client
-
-    def start(self, params: Mapping[str, Any], tags: Mapping[str, Any], run_name: str | None = None) -> str:
-        """Create the child run, or reuse the one an earlier attempt of this trial made; returns its id.
-
-        ``params``: the trial config, flat (``{"optim/lr": ...}``) or nested. ``tags``: e.g.
-        ``trial_tags(cfg)``. A reused run keeps the params it has (MLflow params cannot
-        change) and gets the missing ones.
-        """
-        client = self.client
-        flat = {k: _param_value(v) for k, v in flatten(dict(params)).items()}
-        all_tags = {
-            TAG_KIND: "trial",
-            TAG_TRIAL_KEY: self.trial_key,
-            TAG_PARENT: self.parent_run_id,
-            **{k: _param_value(v) for k, v in tags.items()},
-        }
-        try:
-            existing = _find_child(client, self.parent_run_id, self.trial_key)
-            if existing is None:
-                run = client.create_run(self.experiment_id, run_name=run_name or self.trial_key, tags=all_tags)
-                self.run_id = run.info.run_id
-                self.resumed = False
-                _log_batch(client, self.run_id, params=flat)
-                return self.run_id
-            self.run_id = existing.info.run_id
-            self.resumed = True
-            client.update_run(self.run_id, status="RUNNING")
-            logged = existing.data.params
-            changed = sorted(k for k, v in flat.items() if k in logged and logged[k] != v)
-            if changed:
-                log.warning("trial %s: run %s keeps its logged params; changed now: %s",
-                            self.trial_key, self.run_id, ", ".join(changed))
-            _log_batch(client, self.run_id, params={k: v for k, v in flat.items() if k not in logged}, tags=all_tags)
-            return self.run_id
-        except Exception as err:
-            raise TrackingError(
-                f"MLflow tracking URI {self.tracking_uri}: cannot start the run of trial {self.trial_key!r} "
-                f"under parent {self.parent_run_id}: {_first_line(err)}"
-            ) from None
-
-    def log_epoch(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log one epoch's numeric metrics at ``step`` (the epoch number); other values are skipped."""
-        numeric = {k: v for k, v in metrics.items() if _is_number(v)}
-        self._safe("log_epoch", lambda: _log_batch(self.client, self._run(), metrics=_metric_list(numeric, step)))
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Add or overwrite tags (e.g. ``parameter_count`` once the model is built)."""
-        self._safe("set_tags", lambda: _log_batch(
-            self.client, self._run(), tags={k: _param_value(v) for k, v in tags.items()}))
-
-    def log_config(self, config: ExperimentConfig | Mapping[str, Any]) -> None:
-        """The trial's full config as ``config.yaml``."""
-        raw = config.to_dict() if isinstance(config, ExperimentConfig) else dict(config)
-        self._safe("log_config", lambda: _log_yaml(self.client, self._run(), raw, CONFIG_ARTIFACT))
-
-    def log_best_checkpoint(self, directory: str | Path) -> None:
-        """The files of the best epoch's checkpoint folder (``checkpoint.pt``) under ``checkpoint/``."""
-        path = Path(directory)
-
-        def upload() -> None:
-            if path.is_file():
-                self.client.log_artifact(self._run(), str(path), CHECKPOINT_DIR)
-            elif path.is_dir() and any(path.iterdir()):
-                self.client.log_artifacts(self._run(), str(path), CHECKPOINT_DIR)
-            else:
-                raise FileNotFoundError(f"{path}: no checkpoint to log")
-
-        self._safe("log_best_checkpoint", upload)
-
-    def log_preview(self, png_path: str | Path) -> None:
-        """A prediction picture (``depthcore.viz``) under ``preview/``."""
-        self._safe("log_preview", lambda: self.client.log_artifact(self._run(), str(png_path), PREVIEW_DIR))
-
-    def finish(self, state: str) -> None:
-        """End the run: ``completed``, ``stopped_early`` (both FINISHED) or ``failed`` (FAILED)."""
-        _check_state(state)
-        self._safe("finish", lambda: _close(self.client, self._run(), state))
-
-    # -- internals --
-
-    def _run(self) -> str:
-        if self.run_id is None:
-            raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before logging")
-        return self.run_id
-
-    def _safe(self, what: str, action: Any) -> None:
-        if self.run_id is None:
-            raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before {what}")
-        try:
-            action()
-        except Exception as err:
-            # Tracking is a record of the training, not a reason to stop it.
-            self.failures += 1
-            if not self._warned:
-                self._warned = True
-                log.warning("trial %s: MLflow %s failed (%s); training goes on, further tracking errors "
-                            "are counted but not shown", self.trial_key, what, _first_line(err))
 
 
 # -- small helpers --------------------------------------------------------------------------------
 
 
-def _check_state(state: str) -> None:
+def check_state(state: str) -> None:
     if state not in TRIAL_STATES:
         raise ValueError(f"trial state must be one of {', '.join(TRIAL_STATES)}, found {state!r}")
 
 
-def _close(client: MlflowClient, run_id: str, state: str) -> None:
+def close_run(client: MlflowClient, run_id: str, state: str) -> None:
     client.set_tag(run_id, TAG_TRIAL_STATE, state)
     client.set_terminated(run_id, status=TRIAL_STATES[state])
 
 
-def _find_child(client: MlflowClient, parent_run_id: str, trial_key: str) -> Any:
+def find_child(client: MlflowClient, parent_run_id: str, trial_key: str) -> Any:
     parent = client.get_run(parent_run_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
@@ -409,23 +287,23 @@ def _literal(value: str) -> str:
     raise ValueError(f"MLflow search: a value may not contain both quote characters, found {value!r}")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     # numbers.Real covers Python and NumPy floats and ints; a bool is a flag, not a metric.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = str(value)
     # MLflow refuses longer values; the full config is in config.yaml anyway.
     return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
 
 
-def _metric_list(metrics: Mapping[str, Any], step: int) -> list[Metric]:
+def metric_list(metrics: Mapping[str, Any], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
     return [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
 
 
-def _log_batch(
+def log_batch(
     client: MlflowClient,
     run_id: str,
     *,
@@ -445,7 +323,7 @@ def _log_batch(
         client.log_batch(run_id, tags=tag_list[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
 
-def _log_yaml(client: MlflowClient, run_id: str, data: Mapping[str, Any], name: str) -> None:
+def log_yaml(client: MlflowClient, run_id: str, data: Mapping[str, Any], name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
 import os
 import re
@@ -30,8 +29,9 @@ from typing import Any
 import optuna
 from mlflow import MlflowClient
 
-from sweep import report_plots as plots
-from sweep.report_plots import Block, Models
+from sweep.record import RecordError, SweepRecord, read_record
+from sweep.report import figures as plots
+from sweep.report.figures import Block, Models
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_PARAMETER_COUNT, TAG_STAGE1_RUN
 
@@ -67,36 +67,12 @@ class ReportResult:
         return [self.markdown, self.html, *self.plots]
 
 
-@dataclass(frozen=True)
-class SweepInfo:
-    dir: Path
-    name: str
-    tracking_uri: str
-    optuna_storage: str
-    spec: dict[str, Any]
-
-
-def read_sweep(sweep_dir: str | Path) -> SweepInfo:
-    """``sweep.json`` of ``sweep_dir``, with ``$MLFLOW_TRACKING_URI`` taking precedence over its URI."""
-    folder = Path(sweep_dir)
-    if not folder.is_dir():
-        raise ReportError(f"{folder}: no such sweep folder")
-    path = folder / "sweep.json"
-    if not path.is_file():
-        raise ReportError(f"{folder}: no sweep.json (is this a sweep folder, runs/sweeps/<study>/?)")
+def read_sweep(sweep_dir: str | Path) -> SweepRecord:
+    """The sweep's record, its SQLite stores checked (a report never creates an empty one)."""
     try:
-        raw = json.loads(path.read_text())
-        name, storage = raw["name"], raw["optuna_storage"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ReportError(f"{path}: not a sweep record ({type(err).__name__}: {err})") from None
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip() or raw.get("mlflow_tracking_uri", "")
-    if not uri:
-        raise ReportError(f"{path}: no mlflow_tracking_uri, and MLFLOW_TRACKING_URI is not set")
-    for what, url in (("MLflow store", uri), ("Optuna storage", storage)):
-        # Both libraries would create an empty database at a missing sqlite path.
-        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-            raise ReportError(f"{what} {url}: file not found")
-    return SweepInfo(folder, name, uri, storage, raw.get("spec_resolved") or {})
+        return read_record(sweep_dir, check_stores=True)
+    except RecordError as err:
+        raise ReportError(str(err)) from None
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -301,7 +277,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
     return result
 
 
-def _table_notes(rows: list[dict[str, Any]], info: SweepInfo) -> list[Block]:
+def _table_notes(rows: list[dict[str, Any]], info: SweepRecord) -> list[Block]:
     lines = []
     by_split: dict[str, list[str]] = {}
     for stage, name in (("nyu", "NYU"), ("diw", "DIW")):

@@ -17,48 +17,27 @@ fine-tunes the stage-1 model with the ranking loss, so it drops ``model/*`` and 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial
 
-from depthcore.config import ConfigError, DataConfig, TrainConfig, flatten, load_yaml, set_dotted
+from depthcore.config import TrainConfig, flatten, set_dotted
 from depthcore.data.synthetic import NYU_NAME, SPLIT_NAME
 from depthcore.models import PRESETS, list_models
-from sweep import spec_parse
-from sweep.spec_validate import (
-    DATA_PATHS,
-    Checker,
-    Entry,
-    SpecError,
-    check_stage_points,
-    describe,
-    dist_to_dict,
-    representatives,
-)
-
-__all__ = [
-    "DataSpec",
-    "ResourcesSpec",
-    "SchedulerSpec",
-    "SpecError",
-    "StageSampler",
-    "StageSpec",
-    "StudySpec",
-    "SweepSpec",
-    "SyntheticSpec",
-    "family",
-    "load_spec",
-]
+from sweep.spec.check import DATA_PATHS, Entry, dist_to_dict, representatives
+from sweep.spec.read import stage_drops
 
 SECTIONS = ("study", "data", "fixed", "space", "conditional", "stages", "scheduler", "resources")
 
 Conditional = dict[str, dict[Any, dict[str, BaseDistribution]]]
 """``{parent key: {parent value: {key: distribution}}}``: parameters that exist on one branch."""
+
+StageParts = tuple[dict[str, Entry], dict[str, Entry], dict[str, dict[Any, dict[str, Entry]]]]
+"""A stage's fixed values, distributions and conditional branches, each ``(value, spec key)``."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +222,11 @@ class SweepSpec:
     """Where the datasets are, or how to generate them."""
     started: str
     """``YYYYmmdd-HHMMSS`` when the spec was loaded (the study-name suffix with ``timestamp``)."""
+    _resolved: dict[str, StageParts] = field(init=False, repr=False, compare=False)
+    """Per stage: global and stage settings merged once, each entry with the spec key it came from."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_resolved", {stage: self._merge(stage) for stage in self.stages})
 
     def resolved_name(self) -> str:
         """The study name, with ``-YYYYmmdd-HHMMSS`` when ``study.timestamp`` is true."""
@@ -323,16 +307,20 @@ class SweepSpec:
             raise KeyError(f"unknown stage {stage!r}; this spec has: {', '.join(self.stages)}")
         return self.stages[stage]
 
-    def _parts(self, stage: str) -> tuple[dict[str, Entry], dict[str, Entry], dict[str, dict[Any, dict[str, Entry]]]]:
+    def _parts(self, stage: str) -> StageParts:
         """Fixed values, distributions and conditional branches of ``stage``, each with its spec key."""
-        own = self._stage(stage)
-        kept = {key: value for key, value in self.fixed.items() if not (stage == "diw" and spec_parse.diw_drops(key))}
+        self._stage(stage)
+        return self._resolved[stage]
+
+    def _merge(self, stage: str) -> StageParts:
+        own = self.stages[stage]
+        kept = {key: value for key, value in self.fixed.items() if not stage_drops(stage, key)}
         fixed = {key: (value, f"fixed.{key}") for key, value in kept.items() if key not in own.space}
         fixed.update({key: (value, f"stages.{stage}.fixed.{key}") for key, value in own.fixed.items()})
         space = {
             key: (dist, f"space.{key}")
             for key, dist in self.space.items()
-            if key not in own.fixed and not (stage == "diw" and spec_parse.diw_drops(key))
+            if key not in own.fixed and not stage_drops(stage, key)
         }
         space.update({key: (dist, f"stages.{stage}.space.{key}") for key, dist in own.space.items()})
         conditional: dict[str, dict[Any, dict[str, Entry]]] = {}
@@ -356,68 +344,3 @@ def family(model_name: str) -> str:
     return PRESETS[model_name].builder if model_name in PRESETS else model_name
 
 
-# -- loading ---------------------------------------------------------------------------------
-
-
-def load_spec(path: str | Path, overrides: list[str] | None = None, *, check_files: bool = True) -> SweepSpec:
-    """Read, override and validate a sweep spec; raises :class:`SpecError` (one line) on a mistake.
-
-    ``overrides`` are ``--set`` items ``key=value`` with ``.`` between spec levels and ``/``
-    inside config keys (``space.optim/lr.high=1.0e-2``, ``fixed.train/epochs=2``); values are
-    YAML (``1e-5`` means the number). ``check_files=False`` skips the existence of real data
-    files (to validate a spec on a machine without the datasets).
-    """
-    path = Path(path)
-    chk = Checker(str(path))
-    try:
-        raw = load_yaml(path)
-    except ConfigError as err:
-        raise SpecError(str(err)) from None
-    spec_parse.resolve_paths(raw, path.resolve().parent)
-    for item in overrides or []:
-        spec_parse.apply_override(chk, raw, item)
-    spec_parse.resolve_paths(raw, Path.cwd())
-    return _build(chk, raw, path, check_files)
-
-
-def _build(chk: Checker, raw: dict[str, Any], path: Path, check_files: bool) -> SweepSpec:
-    chk.only_keys("", raw, SECTIONS, what="section")
-    stages = spec_parse.parse_stages(chk, raw.get("stages"))
-    fixed = spec_parse.parse_fixed(chk, "fixed", raw.get("fixed"))
-    space = spec_parse.parse_space(chk, "space", raw.get("space"))
-    conditional = spec_parse.parse_conditional(chk, raw.get("conditional"))
-    spec_parse.check_relations(chk, fixed, space, stages, conditional)
-    data = spec_parse.parse_data(chk, raw.get("data"), tuple(stages), check_files)
-    synthetic = data.pop("synthetic")
-    spec = SweepSpec(
-        path=path.resolve(),
-        study=StudySpec(**spec_parse.parse_study(chk, raw.get("study"), default_name=path.stem)),
-        stages={name: StageSpec(**values) for name, values in stages.items()},
-        fixed=fixed,
-        space=space,
-        conditional=conditional,
-        scheduler=SchedulerSpec(**spec_parse.parse_scheduler(chk, raw.get("scheduler"))),
-        resources=ResourcesSpec(**spec_parse.parse_resources(chk, raw.get("resources"))),
-        data=DataSpec(synthetic=SyntheticSpec(**synthetic) if synthetic else None, **data),
-        started=time.strftime("%Y%m%d-%H%M%S"),
-    )
-    for stage in spec.stages:
-        _check_stage(chk, spec, stage)
-    if spec.data.cache_size is None and "nyu" in spec.stages:
-        size = spec.stage_fixed("nyu").get("data/size", DataConfig().size)
-        spec = replace(spec, data=replace(spec.data, cache_size=list(size)))
-    return spec
-
-
-def _check_stage(chk: Checker, spec: SweepSpec, stage: str) -> None:
-    base: dict[str, Entry] = {key: (value, f"data.{key.split('/')[1]}") for key, value in spec.data.paths().items()}
-    base["train/stage"] = (stage, f"stages.{stage}")
-    if stage == "diw":
-        base["train/init_checkpoint"] = ("stage-1 checkpoint", f"stages.{stage}")
-    check_stage_points(chk, base, *spec._parts(stage))
-    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_epochs(stage):
-        chk.fail(
-            "scheduler.grace_period",
-            f"at most the {spec.max_epochs(stage)} epochs of stage {stage}",
-            describe(spec.scheduler.grace_period),
-        )

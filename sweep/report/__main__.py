@@ -1,0 +1,7 @@
+"""``python -m sweep.report``."""
+
+import sys
+
+from sweep.report.cli import main
+
+sys.exit(main())
