@@ -18,6 +18,7 @@ from sweep.record import SweepRecord, write_record
 from sweep.select import Study, TrialRun, load_study
 from sweep.spec import SpecError, SweepSpec
 from sweep.tracking import (
+    TAG_RAY_TRIAL,
     default_artifact_root,
     default_tracking_uri,
     ensure_experiment,
@@ -140,7 +141,7 @@ def stage1_topk(spec: SweepSpec, study: Study, stage: str, outcome: StageOutcome
 
 
 def _ray_id(run: TrialRun) -> str:
-    return run.tags.get("ray_trial_id") or run.trial_key.rsplit("/", 1)[-1]
+    return run.tags.get(TAG_RAY_TRIAL) or run.trial_key.rsplit("/", 1)[-1]
 
 
 def _model(spec: SweepSpec, stage: str, record: TrialRecord) -> dict[str, Any]:

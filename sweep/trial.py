@@ -30,7 +30,7 @@ from depthcore.stages import STAGES, worst
 from depthcore.viz import preview_predictions
 from sweep.select import best_in_history
 from sweep.spec import SweepSpec
-from sweep.tracking import TAG_PARAMETER_COUNT, TrialTracker
+from sweep.tracking import TAG_OPTUNA_TRIAL, TAG_PARAMETER_COUNT, TAG_RAY_TRIAL, USER_ATTR_MLFLOW, TrialTracker
 from sweep.trial_tags import trial_tags
 
 OPTUNA_TRIAL_KEY = "optuna_trial"
@@ -95,9 +95,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tune_ctx.get_trial_id()
     out_dir = str(Path(tune_ctx.get_trial_dir()) / "train")
     cfg, lineage = build_trial_config(ctx, config, out_dir)
-    tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), "ray_trial_id": trial_id}
+    tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), TAG_RAY_TRIAL: trial_id}
     if OPTUNA_TRIAL_KEY in config:
-        tags["optuna_trial_number"] = str(config[OPTUNA_TRIAL_KEY])
+        tags[TAG_OPTUNA_TRIAL] = str(config[OPTUNA_TRIAL_KEY])
     tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id,
                            trial_key(ctx.study_name, ctx.stage, trial_id))
     params = cfg.flat()
@@ -126,7 +126,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                 print(f"trial {trial_id}: preview image failed: {err}", flush=True)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # The run id travels with the result, so the searcher links the Optuna trial to it.
-        ray.tune.report({**metrics, "mlflow_run_id": tracker.run_id or ""}, checkpoint=checkpoint)
+        ray.tune.report({**metrics, USER_ATTR_MLFLOW: tracker.run_id or ""}, checkpoint=checkpoint)
 
     def on_model(model: torch.nn.Module) -> None:
         tracker.set_tags({TAG_PARAMETER_COUNT: count_parameters(model)["total"]})

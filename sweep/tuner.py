@@ -40,14 +40,12 @@ from ray.tune.search.optuna import OptunaSearch
 from depthcore.config import flatten
 from depthcore.stages import better
 from sweep.spec import SweepSpec
-from sweep.tracking import finish_trial_run
+from sweep.tracking import USER_ATTR_MLFLOW, USER_ATTR_RAY, finish_trial_run
 from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, run_trial, trial_key
 
 log = logging.getLogger(__name__)
 
 
-USER_ATTR_RAY = "ray_trial_id"
-USER_ATTR_MLFLOW = "mlflow_run_id"
 
 
 class TrueStateOptunaSearch(OptunaSearch):

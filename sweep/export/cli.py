@@ -37,9 +37,10 @@ from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.evaluate import evaluate_checkpoint
 from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
+from depthcore.stages import ORDINAL_TASK, STAGES, mode_of
 from sweep.export.card import model_card
 from sweep.export.files import EXPORTERS, ExportError, write_model_files
-from sweep.record import RecordError, read_record
+from sweep.record import RecordError, SweepRecord, read_record
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_STAGE1_RUN
 from sweep.trial_tags import describe_model
@@ -139,7 +140,7 @@ def export_winner(
     if seeds:
         from sweep.export.seeds import retrain_with_seeds
 
-        info["seeds"] = retrain_with_seeds(config, seeds, dest / "seeds", device=device)
+        info["seeds"] = retrain_with_seeds(config, seeds, dest / "seeds", select_metric=winner.metric, device=device)
     (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
     (dest / "MODEL_CARD.md").write_text(model_card(info))
     _log_to_run(client, winner, info)
@@ -187,23 +188,29 @@ def register_model(model: torch.nn.Module, dest: Path, info: dict[str, Any], tra
 
 
 def compare_architectures(exported: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per stage, Welch's t-test between the architectures' seed results (two architectures)."""
+    """Per stage, the architectures' seed results: the best mean, and Welch's t-test of it against each other.
+
+    The direction is the compared test metric's own (``depthcore.stages.mode_of``), whatever the
+    stage selected by. ``significant``: the best differs from every other at p < 0.05.
+    """
     from scipy import stats
 
     result: dict[str, Any] = {}
     for stage in sorted({e["stage"] for e in exported}):
         rows = [e for e in exported if e["stage"] == stage and e.get("seeds")]
-        if len(rows) != 2:
+        if len(rows) < 2:
             continue
-        a, b = rows
-        metric, mode = a["seeds"]["metric"], a["selection"]["mode"]
-        test = stats.ttest_ind(a["seeds"]["values"], b["seeds"]["values"], equal_var=False)
-        better = a if (a["seeds"]["mean"] < b["seeds"]["mean"]) == (mode == "min") else b
+        metric = rows[0]["seeds"]["metric"]
+        mode = mode_of(metric)
+        ranked = sorted(rows, key=lambda r: r["seeds"]["mean"], reverse=mode == "max")
+        best = ranked[0]
+        p_values = {r["architecture"]: float(stats.ttest_ind(best["seeds"]["values"], r["seeds"]["values"],
+                                                              equal_var=False).pvalue) for r in ranked[1:]}
         result[stage] = {
-            "metric": metric, "mode": mode, "p_value": float(test.pvalue),
+            "metric": metric, "mode": mode, "p_value": max(p_values.values()), "p_values": p_values,
             "means": {r["architecture"]: r["seeds"]["mean"] for r in rows},
             "ci95": {r["architecture"]: r["seeds"]["ci95"] for r in rows},
-            "better": better["architecture"], "significant": bool(test.pvalue < 0.05),
+            "better": best["architecture"], "significant": all(p < 0.05 for p in p_values.values()),
         }
     return result
 
@@ -218,9 +225,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _sampled(winner: TrialRun, sweep: dict[str, Any]) -> dict[str, str]:
+def _sampled(winner: TrialRun, sweep: SweepRecord) -> dict[str, str]:
     """The winner's values of the parameters its stage searched (Optuna's), as logged in MLflow."""
-    spec = sweep.get("spec_resolved") or {}
+    spec = sweep.spec
     stage = (spec.get("stages") or {}).get(winner.stage) or {}
     keys = {*(spec.get("space") or {}), *(stage.get("space") or {}), "stage1_trial"}
     for choices in (spec.get("conditional") or {}).values():
@@ -247,11 +254,11 @@ def _log_to_run(client: Any, winner: TrialRun, info: dict[str, Any]) -> None:
     client.log_artifact(winner.run_id, str(Path(info["directory"]) / "metrics.json"), "export")
 
 
-def _data_description(sweep: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    synthetic = (sweep.get("spec_resolved") or {}).get("data", {}).get("synthetic")
+def _data_description(sweep: SweepRecord, config: dict[str, Any]) -> dict[str, Any]:
+    synthetic = (sweep.spec.get("data") or {}).get("synthetic")
     data = config["data"]
     source = f"NYU-format file {data.get('nyu_path')}"
-    if config["train"]["stage"] == "diw":
+    if STAGES[config["train"]["stage"]].task == ORDINAL_TASK:
         source += f", fine-tuned on DIW pairs from {data.get('diw_train_csv')}"
     if synthetic:
         source = "synthetic rooms rendered by depthcore.data.synthetic in the real file formats; " + source

@@ -11,25 +11,28 @@ from depthcore.config import ExperimentConfig
 from depthcore.engine import fit
 from depthcore.evaluate import evaluate_checkpoint
 
-TEST_METRIC = {"nyu": ("nyu", "rmse"), "diw": ("diw", "whdr")}
-"""The test number compared across seeds, per stage: the test counterpart of the selection metric."""
 
-
-def retrain_with_seeds(config: dict[str, Any], n: int, out_dir: Path, *, device: str = "auto",
-                       first_seed: int = 1000) -> dict[str, Any]:
+def retrain_with_seeds(config: dict[str, Any], n: int, out_dir: Path, *, select_metric: str | None = None,
+                       device: str = "auto", first_seed: int = 1000) -> dict[str, Any]:
     """Train ``config`` with seeds ``first_seed .. first_seed + n - 1`` and test each best checkpoint.
 
     Only ``train.seed`` changes (weight initialisation, batch order, augmentation); the data
     split stays fixed (``data.split_seed``), and a stage-diw config keeps its stage-1
-    checkpoint. Returns ``{"metric", "n", "values", "mean", "std", "ci95"}`` where ``ci95`` is
-    the half-width of the 95 % confidence interval of the mean (Student's t, n - 1 degrees).
+    checkpoint. Each run keeps the epoch that is best by ``select_metric`` (the stage's selection
+    metric; default: the config's) and is tested on that metric's test counterpart. Returns
+    ``{"metric", "n", "values", "mean", "std", "ci95"}`` where ``ci95`` is the half-width of the
+    95 % confidence interval of the mean (Student's t, n - 1 degrees).
     """
     if n < 2:
         raise ValueError(f"seeds: a confidence interval needs at least 2 runs, found {n}")
     from scipy import stats
 
     cfg = ExperimentConfig.from_dict(config, source="exported config")
-    section, key = TEST_METRIC[cfg.train.stage]
+    if select_metric is not None:
+        cfg = cfg.replace(train={"select_metric": select_metric})
+    metric, _ = cfg.selection
+    # evaluate_checkpoint reports each stage's own metrics under the stage's name.
+    section, key = cfg.train.stage, metric.removeprefix("val/")
     values = []
     for index in range(n):
         seed = first_seed + index

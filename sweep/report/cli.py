@@ -30,8 +30,9 @@ import optuna
 from mlflow import MlflowClient
 
 from sweep.record import RecordError, SweepRecord, read_record
-from sweep.report import figures as plots
-from sweep.report.figures import Block, Models
+from sweep.report import sections
+from sweep.report.figures import Block, arch_label
+from sweep.report.sections import Models
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_PARAMETER_COUNT, TAG_STAGE1_RUN
 
@@ -138,7 +139,7 @@ def main_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     headers.append("CPU latency (ms)")
     body = []
     for r in rows:
-        cells = [plots.arch_label(r["architecture"]),
+        cells = [arch_label(r["architecture"]),
                  _num(r["parameter_count"] / 1e6, ".2f") + " M" if r["parameter_count"] else "–"]
         for stage in STAGES:
             mark = "*" if split[stage] == "test / val*" and r[f"{stage}_split"] == "validation" else ""
@@ -256,9 +257,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
                ("table", ["model", "NYU MSE (normalised depth)", "DIW accuracy"], [list(r) for r in SEED_ROWS])]
 
     say("drawing Pareto fronts")
-    pareto, written = plots.pareto_section(study, models, stages, out)
-    history, imps, optuna_written, notes = plots.optuna_sections(studies, info.optuna_storage, study, stages, out, say)
-    predictions, predicted, prediction_notes = plots.predictions_section(study, client, out, say)
+    pareto, written = sections.pareto_section(study, models, stages, out)
+    history, imps, optuna_written, notes = sections.optuna_sections(studies, info.optuna_storage, study, stages, out, say)
+    predictions, predicted, prediction_notes = sections.predictions_section(study, client, out, say)
     blocks += pareto + history + imps + predictions
     written += optuna_written + predicted
     notes += prediction_notes + models.failures
@@ -299,15 +300,15 @@ def _table_notes(rows: list[dict[str, Any]], info: SweepRecord) -> list[Block]:
     measured = [r for r in rows if r["latency_source"] == "measured" and r["latency_ms"] is not None]
     if measured:
         sizes = sorted({"x".join(map(str, r["latency_size"])) for r in measured if r["latency_size"]})
-        lines.append(f"CPU latency ({', '.join(plots.arch_label(r['architecture']) for r in measured)}) measured "
+        lines.append(f"CPU latency ({', '.join(arch_label(r['architecture']) for r in measured)}) measured "
                      f"now on this machine: median of 10 forward passes, batch 1, 1 thread, at the training size "
                      f"{', '.join(sizes)}.")
-    exported = [plots.arch_label(r["architecture"]) for r in rows if r["latency_source"] == "sweep.export"]
+    exported = [arch_label(r["architecture"]) for r in rows if r["latency_source"] == "sweep.export"]
     if exported:
         lines.append(f"CPU latency ({', '.join(exported)}) as logged by `sweep.export` (`{LATENCY_METRIC}`).")
     for r in rows:
         if r["nyu_run_id"] and r["diw_run_id"] and r["diw_stage1_run_id"] != r["nyu_run_id"]:
-            lines.append(f"{plots.arch_label(r['architecture'])}: the DIW winner (trial {r['diw_trial']}) fine-tunes "
+            lines.append(f"{arch_label(r['architecture'])}: the DIW winner (trial {r['diw_trial']}) fine-tunes "
                          f"another stage-1 trial than the NYU winner (trial {r['nyu_trial']}); parameters and latency "
                          f"are the NYU winner's.")
     return [("p", line) for line in lines]
@@ -318,7 +319,7 @@ def _winner_rows(study: Study) -> list[list[str]]:
     winners = study.winners()
     for stage in sorted(winners, key=lambda s: (STAGES + (s,)).index(s)):
         for arch, run in winners[stage].items():
-            rows.append([stage, plots.arch_label(arch), run.tags.get("ray_trial_id") or run.trial_key,
+            rows.append([stage, arch_label(arch), run.tags.get("ray_trial_id") or run.trial_key,
                          run.state.replace("_", " "), str(run.epoch), f"{run.metric} {run.value:.4f}", f"`{run.run_id}`"])
     return rows
 

@@ -13,8 +13,10 @@ from sweep.tracking.store import (
     TAG_KIND,
     TAG_METRIC,
     TAG_MODE,
+    TAG_OPTUNA_TRIAL,
     TAG_PARAMETER_COUNT,
     TAG_PARENT,
+    TAG_RAY_TRIAL,
     TAG_STAGE,
     TAG_STAGE1_RUN,
     TAG_STAGE_PARENT,
@@ -22,6 +24,8 @@ from sweep.tracking.store import (
     TAG_TRIAL_KEY,
     TAG_TRIAL_STATE,
     TRIAL_STATES,
+    USER_ATTR_MLFLOW,
+    USER_ATTR_RAY,
     TrackingError,
     default_artifact_root,
     default_tracking_uri,
@@ -36,8 +40,8 @@ from sweep.tracking.trial_run import TrialTracker
 
 __all__ = [
     "CHECKPOINT_DIR", "CONFIG_ARTIFACT", "PREVIEW_DIR", "SPEC_ARTIFACT", "TAG_ARCHITECTURE", "TAG_ENCODER",
-    "TAG_KIND", "TAG_METRIC", "TAG_MODE", "TAG_PARAMETER_COUNT", "TAG_PARENT", "TAG_STAGE", "TAG_STAGE1_RUN",
-    "TAG_STAGE_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_TRIAL_STATE", "TRIAL_STATES", "TrackingError",
+    "TAG_KIND", "TAG_METRIC", "TAG_MODE", "TAG_OPTUNA_TRIAL", "TAG_PARAMETER_COUNT", "TAG_PARENT", "TAG_RAY_TRIAL", "TAG_STAGE", "TAG_STAGE1_RUN",
+    "TAG_STAGE_PARENT", "TAG_STUDY", "TAG_TRIAL_KEY", "TAG_TRIAL_STATE", "TRIAL_STATES", "USER_ATTR_MLFLOW", "USER_ATTR_RAY", "TrackingError",
     "TrialTracker", "default_artifact_root", "default_tracking_uri", "ensure_experiment", "find_trial_run",
     "finish_parent", "finish_trial_run", "first_line", "start_parent_run",
 ]

@@ -58,6 +58,13 @@ TAG_ENCODER = "encoder"
 TAG_PARAMETER_COUNT = "parameter_count"
 TAG_STAGE1_RUN = "stage1_run_id"
 
+# Links between the three records of one trial, by id: the Optuna trial carries the Ray trial id
+# and the MLflow run id as user attributes; the MLflow run carries both ids as tags.
+USER_ATTR_RAY = "ray_trial_id"
+USER_ATTR_MLFLOW = "mlflow_run_id"
+TAG_RAY_TRIAL = "ray_trial_id"
+TAG_OPTUNA_TRIAL = "optuna_trial_number"
+
 TRIAL_STATES = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED"}
 """``finish(state)`` -> MLflow run status."""
 

@@ -112,3 +112,23 @@ def test_epoch_loss_is_the_mean_over_samples_seen():
         channels_last=False,
     )
     assert stats["train/loss"] == pytest.approx(2.0)
+
+
+def test_the_best_epoch_follows_the_selection_metric_and_its_direction(synthetic_root, tmp_path):
+    """With ``train.select_metric: val/d1`` (maximised) the best epoch is the highest d1, not the lowest."""
+    calls = []
+    cfg = tiny_config(synthetic_root, tmp_path / "run", epochs=3, select_metric="val/d1")
+    result = fit(cfg, report=lambda m, d: calls.append(dict(m)))
+    d1 = [m["val/d1"] for m in calls]
+    assert result["best_metric"] == "val/d1" and result["best_value"] == pytest.approx(max(d1))
+    assert result["best_epoch"] == d1.index(max(d1)) + 1
+    best = load_checkpoint(result["best_checkpoint"])
+    assert best["extra"]["selection"] == {"metric": "val/d1", "mode": "max"}
+
+
+def test_select_metric_must_be_one_the_stage_reports():
+    from depthcore.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.select_metric: expected one of val/accuracy, val/whdr for stage diw"):
+        ExperimentConfig.from_dict({"data": {"diw_root": "x", "diw_train_csv": "y"},
+                                    "train": {"stage": "diw", "init_checkpoint": "c", "select_metric": "val/rmse"}})

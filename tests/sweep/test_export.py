@@ -125,6 +125,56 @@ def test_seed_comparison_calls_a_difference_only_beyond_the_spread():
     assert not noisy["nyu"]["significant"]
 
 
+def test_seed_comparison_takes_the_direction_of_the_compared_metric():
+    """A spec selecting on val/d1 compares test/d1, which is maximised: the higher mean is better."""
+    def row(arch, values):
+        return {"stage": "nyu", "architecture": arch, "selection": {"mode": "max"},
+                "seeds": {"metric": "test/d1", "values": values, "mean": float(np.mean(values)), "ci95": 0.0}}
+
+    result = compare_architectures([row("unetpp", [0.50, 0.51, 0.49]), row("lraspp", [0.80, 0.81, 0.79])])
+    assert result["nyu"]["mode"] == "max" and result["nyu"]["better"] == "lraspp" and result["nyu"]["significant"]
+    # and RMSE, minimised, whatever mode the stage selected with
+    rmse = [{**row(a, v), "seeds": {**row(a, v)["seeds"], "metric": "test/rmse"}}
+            for a, v in (("unetpp", [0.50, 0.51, 0.49]), ("lraspp", [0.80, 0.81, 0.79]))]
+    assert compare_architectures(rmse)["nyu"]["better"] == "unetpp"
+
+
+def test_failed_trials_are_never_winners_and_table_topk_export_report_agree(tmp_path):
+    """One rule for every consumer: the best value belongs to a failed trial, which no selection takes."""
+    from sweep.orchestrate import stage1_topk
+    from sweep.tuner import StageOutcome, TrialRecord
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("failing", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id, tags={TAG_KIND: "parent", TAG_STAGE_PARENT: "nyu",
+                                                    TAG_METRIC: "val/rmse", TAG_MODE: "min"}).info.run_id
+    failed = _child(client, experiment_id, parent, "unetpp", [0.9, 0.10], test_rmse=0.1)
+    client.set_tag(failed, "depthsweep.trial_state", "failed")
+    good = _child(client, experiment_id, parent, "unetpp", [0.8, 0.60], test_rmse=0.5)
+    other = _child(client, experiment_id, parent, "lraspp", [1.0, 0.70], test_rmse=0.6)
+    for run_id, trial in ((failed, "t_failed"), (good, "t_good"), (other, "t_other")):
+        client.set_tag(run_id, "ray_trial_id", trial)
+        client.set_tag(run_id, "depthsweep.trial_key", f"failing/nyu/{trial}")
+    study = load_study(uri, "failing")
+    winners = study.winners()["nyu"]
+    assert {a: r.run_id for a, r in winners.items()} == {"unetpp": good, "lraspp": other}
+    assert [r.run_id for r in study.top_k("nyu", 1, per_architecture=True)] == [good, other]
+    assert [r.run_id for r in study.top_k("nyu", 5, per_architecture=False)] == [good, other]
+    # The stage-2 top-k file takes exactly those trials (and their checkpoints from the Ray records).
+    records = [TrialRecord(t, {"model": {"name": "unetpp_3m"}}, None, [], f"/ckpt/{t}")
+               for t in ("t_failed", "t_good", "t_other")]
+    from sweep.spec import load_spec
+    from sweep_fixtures import TINY_SPEC
+
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(TINY_SPEC)
+    spec = load_spec(spec_path, check_files=False)
+    rows = stage1_topk(spec, study, "nyu", StageOutcome(records, False, 3), 1, True)
+    assert [r["run_id"] for r in rows] == [good, other] and rows[0]["checkpoint"] == "/ckpt/t_good"
+    assert rows[0]["model"] == {"name": "unetpp_3m", "args": {}}
+
+
 # -- the whole export on a copy of the tiny sweep -------------------------------------------
 
 
@@ -215,3 +265,10 @@ def test_seed_retraining_gives_a_confidence_interval(exported, tmp_path):
     assert len(set(result["values"])) > 1  # the seeds really differ
     with pytest.raises(ValueError, match="at least 2"):
         retrain_with_seeds(config, 1, tmp_path / "one")
+    # A stage selecting on val/d1: each seed keeps its best-d1 epoch and is compared on test/d1.
+    by_d1 = retrain_with_seeds(config, 2, tmp_path / "d1", select_metric="val/d1", device="cpu")
+    assert by_d1["metric"] == "test/d1"
+    from depthcore.checkpoint import load_checkpoint
+
+    kept = load_checkpoint(tmp_path / "d1" / "seed_1000" / "best")
+    assert kept["extra"]["selection"] == {"metric": "val/d1", "mode": "max"}

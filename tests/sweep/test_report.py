@@ -19,7 +19,9 @@ from PIL import Image
 from sweep_fixtures import copy_sweep
 
 from sweep.report.cli import build_report, main, to_html, to_markdown
-from sweep.report.figures import Point, importances, model_spec, pareto_front
+from sweep.report.figures import Point, pareto_front
+from sweep.report.sections import importances, trial_architecture
+from sweep.select import load_study
 
 pytestmark = pytest.mark.slow
 
@@ -201,13 +203,22 @@ def test_importances_say_why_they_cannot_be_computed():
     assert "width" in note
 
 
-def test_model_spec_from_mlflow_params_and_documents_agree():
-    spec = model_spec({"model/name": "unetpp", "model/args/encoder": "resnet18",
-                       "model/args/decoder_channels": "(64, 32, 16, 16, 8)", "model/args/pretrained": "False",
-                       "optim/lr": "0.001"})
-    assert spec == {"name": "unetpp", "args": {"encoder": "resnet18", "decoder_channels": (64, 32, 16, 16, 8),
-                                               "pretrained": False}}
-    assert model_spec({"model/name": "lraspp_3m", "model/args": "{}"}) == {"name": "lraspp_3m", "args": {}}
+def test_optuna_trials_ray_trials_and_mlflow_runs_are_linked_by_id(tiny_sweep):
+    """Each Optuna trial names its Ray trial and MLflow run; each run names its Optuna trial and Ray trial."""
+    study = load_study(tiny_sweep["uri"], "tiny")
+    storage = f"sqlite:///{tiny_sweep['dir'] / 'optuna.db'}"
+    for stage in ("nyu", "diw"):
+        runs = {r.run_id: r for r in study.trials[stage]}
+        ostudy = optuna.load_study(study_name=f"tiny-{stage}", storage=storage)
+        assert len(ostudy.trials) == len(runs)
+        for trial in ostudy.trials:
+            run = runs[trial.user_attrs["mlflow_run_id"]]
+            assert run.tags["ray_trial_id"] == trial.user_attrs["ray_trial_id"]
+            assert run.tags["optuna_trial_number"] == str(trial.number)
+            assert trial_architecture(trial, stage, study) == run.architecture != "?"
+
+
+def test_markdown_and_html_blocks():
     blocks = [("h", 1, "title"), ("p", "see `x` & y"), ("table", ["a", "b"], [["1", "2"]]), ("img", "f.png", "f")]
     assert "| 1 | 2 |" in to_markdown(blocks) and "![f](f.png)" in to_markdown(blocks)
     page = to_html(blocks, "t")

@@ -1,0 +1,45 @@
+"""What ``sweep.tuner.TrueStateOptunaSearch`` reads of Ray's ``OptunaSearch``: fails when upstream changes it."""
+
+from __future__ import annotations
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from sweep.tuner import TrueStateOptunaSearch
+
+
+def _space(trial: optuna.Trial) -> None:
+    trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_the_private_optuna_search_attributes_the_true_state_searcher_reads():
+    search = OptunaSearch(space=_space, metric="val/rmse", mode="min", sampler=optuna.samplers.RandomSampler(seed=0))
+    assert search.suggest("t1") is not None
+    assert isinstance(search._ot_trials, dict) and isinstance(search._ot_trials["t1"], optuna.Trial)
+    assert isinstance(search._ot_study, optuna.Study)
+    assert isinstance(search._completed_trials, set)
+
+
+def test_true_state_searcher_links_ids_and_tells_the_best_epoch():
+    search = TrueStateOptunaSearch(space=_space, metric="val/rmse", mode="min", max_epochs=3,
+                                   sampler=optuna.samplers.RandomSampler(seed=0))
+    config = search.suggest("t1")
+    assert config is not None and config["optuna_trial"] == 0
+    for epoch, value in ((1, 0.9), (2, 0.5), (3, 0.7)):
+        search.on_trial_result("t1", {"val/rmse": value, "epoch": epoch, "training_iteration": epoch,
+                                      "mlflow_run_id": "run-a"})
+    search.on_trial_complete("t1", {"val/rmse": 0.7, "epoch": 3, "mlflow_run_id": "run-a"})
+    (trial,) = search._ot_study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.5  # the best epoch, not the last
+    assert trial.user_attrs == {"ray_trial_id": "t1", "mlflow_run_id": "run-a"}
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+
+
+def test_true_state_searcher_maximises_a_maximised_metric():
+    search = TrueStateOptunaSearch(space=_space, metric="val/d1", mode="max", max_epochs=2,
+                                   sampler=optuna.samplers.RandomSampler(seed=0))
+    search.suggest("t1")
+    for epoch, value in ((1, 0.8), (2, 0.6)):
+        search.on_trial_result("t1", {"val/d1": value, "epoch": epoch, "training_iteration": epoch})
+    search.on_trial_complete("t1", {"val/d1": 0.6, "epoch": 2})
+    assert search._ot_study.trials[0].value == 0.8
