@@ -131,11 +131,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     stage: str = FIRST_STAGE
-    """A stage of ``depthcore.stages.STAGES``: ``nyu`` supervised depth, ``diw`` ranking fine-tune
-    from ``init_checkpoint``."""
+    """A stage of ``depthcore.stages.STAGES`` (``nyu``: depth; ``diw``: fine-tune from ``init_checkpoint``)."""
     select_metric: str | None = None
-    """Validation metric that picks the best epoch (its direction follows the metric); None: the
-    stage's default (``val/rmse`` for ``nyu``, ``val/whdr`` for ``diw``)."""
+    """Validation metric that picks the best epoch, in its own direction; None: the stage's default."""
     epochs: int = 10
     """Number of passes over the training set."""
     loss: Literal["mse", "l1", "silog", "mse_norm"] = "mse"

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from depthcore.config import ConfigError, ExperimentConfig
-from depthcore.stages import DEPTH_TASK, STAGES
 from depthcore.data import DepthInTheWild, NyuDepthV2
+from depthcore.stages import DEPTH_TASK, STAGES
 
 
 def _existing(key: str, value: str | None) -> str:

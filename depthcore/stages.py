@@ -30,6 +30,8 @@ class Stage:
     """The stage's name in configs (``train.stage``), specs (``stages:``) and tracking tags."""
     title: str
     """What it does, for people."""
+    label: str
+    """Its data set's short name in tables (``NYU``, ``DIW``)."""
     task: str
     """``DEPTH_TASK`` or ``ORDINAL_TASK``: which data, loss and evaluation the stage uses."""
     metrics: tuple[str, ...]
@@ -57,6 +59,7 @@ STAGES: dict[str, Stage] = {
     "nyu": Stage(
         name="nyu",
         title="depth training on NYU Depth V2",
+        label="NYU",
         task=DEPTH_TASK,
         metrics=tuple(f"val/{k}" for k in DEPTH_METRIC_KEYS),
         default_metric="val/rmse",
@@ -67,10 +70,11 @@ STAGES: dict[str, Stage] = {
     "diw": Stage(
         name="diw",
         title="ranking fine-tune on Depth-in-the-Wild point pairs",
+        label="DIW",
         task=ORDINAL_TASK,
         metrics=tuple(f"val/{k}" for k in ORDINAL_METRIC_KEYS),
         default_metric="val/whdr",
-        shown=("val/whdr", "val/accuracy"),
+        shown=("val/accuracy", "val/whdr"),
         finetunes=True,
         fixed_loss="ranking",
     ),
@@ -79,6 +83,10 @@ STAGES: dict[str, Stage] = {
 
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 FIRST_STAGE: str = STAGE_NAMES[0]
+DEPTH_STAGE: Stage = next(stage for stage in STAGES.values() if stage.task == DEPTH_TASK)
+"""The stage that trains metric depth; evaluation results on its data are keyed by its name."""
+ORDINAL_STAGE: Stage = next(stage for stage in STAGES.values() if stage.task == ORDINAL_TASK)
+"""The stage that trains depth order from point pairs; its results are keyed by its name."""
 
 
 def get_stage(name: str) -> Stage:
@@ -87,11 +95,6 @@ def get_stage(name: str) -> Stage:
         return STAGES[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}") from None
-
-
-def stage_of_task(task: str) -> Stage:
-    """The stage that trains ``task`` (one stage per task)."""
-    return next(stage for stage in STAGES.values() if stage.task == task)
 
 
 def mode_of(metric: str) -> str:

@@ -38,7 +38,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from depthcore.config import flatten
-from depthcore.stages import better
+from depthcore.stages import FIRST_STAGE, better
 from sweep.spec import SweepSpec
 from sweep.tracking import USER_ATTR_MLFLOW, USER_ATTR_RAY, finish_trial_run
 from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, run_trial, trial_key
@@ -172,7 +172,7 @@ def model_first_points(spec: SweepSpec, stage: str) -> list[dict[str, Any]]:
     altogether; enqueueing one trial per model makes sure each architecture is tried at least
     once before TPE takes over. Needs ``num_samples`` of at least the number of choices.
     """
-    dist = spec.stage_space(stage).get("model/name") if stage == "nyu" else None
+    dist = spec.stage_space(stage).get("model/name") if stage == FIRST_STAGE else None
     if not isinstance(dist, optuna.distributions.CategoricalDistribution):
         return []
     if len(dist.choices) > spec.stages[stage].num_samples:

@@ -145,6 +145,14 @@ def write_diw(root: Path, name: str, count: int, seed: int, stream: int, progres
     return csv
 
 
+def synthetic_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Where ``generate_synthetic(out_dir)`` puts each file, by ``data`` config key."""
+    out = Path(out_dir)
+    diw = out / "diw"
+    return {"nyu_path": out / NYU_NAME, "split_file": out / SPLIT_NAME, "diw_root": diw,
+            "diw_train_csv": diw / "DIW_train_val.csv", "diw_test_csv": diw / "DIW_test.csv"}
+
+
 def generate_synthetic(
     out_dir: str | os.PathLike,
     num_frames: int = 300,
@@ -169,7 +177,7 @@ def generate_synthetic(
     scenes = write_nyu_mat(nyu, num_frames, height, width, seed, progress)
     split = out / SPLIT_NAME
     write_split(split, scenes, seed)
-    diw_root = out / "diw"
+    diw_root = synthetic_paths(out)["diw_root"]
     return {
         "nyu_mat": nyu,
         "split_file": split,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from depthcore.evaluate import NYU_KEYS
+from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, STAGES
 
 SEED_TABLE = """\
 | model (seed study) | parameters | NYU MSE (normalised depth) | DIW accuracy |
@@ -22,7 +23,7 @@ and the two models differ in size and in what was trained as much as in architec
 def model_card(info: dict[str, Any]) -> str:
     """Markdown model card from the ``metrics.json`` contents of one export (see ``sweep.export``)."""
     model, size, stage = info["model"], info["input_size"], info["stage"]
-    relative = stage == "diw"
+    relative = STAGES[stage].task != DEPTH_TASK
     unit = "relative depth (arbitrary scale per image)" if relative else "depth in metres"
     lines = [
         f"# {info['registered_name']}",
@@ -76,20 +77,21 @@ def model_card(info: dict[str, Any]) -> str:
 
 def _metrics_table(info: dict[str, Any]) -> str:
     test, val, constant = info["test"], info["validation"], info.get("test_constant", {})
-    keys = [k for k in NYU_KEYS if k in test.get("nyu", {})]
+    depth, ordinal = test.get(DEPTH_STAGE.name, {}), test.get(ORDINAL_STAGE.name, {})
+    keys = [k for k in NYU_KEYS if k in depth]
     rows = []
     if keys:
-        scaled = " (per-image median scaling: the model predicts relative depth)" if info["stage"] == "diw" else ""
+        scaled = " (per-image median scaling: the model predicts relative depth)" if STAGES[info["stage"]].task != DEPTH_TASK else ""
         rows += [f"NYU Depth V2 test split, {test['nyu_frames']} frames, standard protocol{scaled}:", "",
                  "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
-                 "| this model | " + " | ".join(f"{test['nyu'][k]:.4f}" for k in keys) + " |"]
+                 "| this model | " + " | ".join(f"{depth[k]:.4f}" for k in keys) + " |"]
         if constant:
             rows.append(f"| constant {info['train_mean_depth']:.2f} m | "
                         + " | ".join(f"{constant[k]:.4f}" for k in keys) + " |")
         rows.append("")
-    if "diw" in test:
-        rows += [f"DIW test split, {test['diw_pairs']} pairs: accuracy {test['diw']['accuracy']:.4f}, "
-                 f"WHDR {test['diw']['whdr']:.4f}", ""]
+    if ordinal:
+        rows += [f"DIW test split, {test['diw_pairs']} pairs: accuracy {ordinal['accuracy']:.4f}, "
+                 f"WHDR {ordinal['whdr']:.4f}", ""]
     rows.append("Validation at the selected epoch: "
                 + ", ".join(f"`{k}` {v:.4f}" for k, v in sorted(val.items())))
     return "\n".join(rows)
@@ -104,7 +106,7 @@ def _limits(info: dict[str, Any]) -> list[str]:
     if info["data"].get("synthetic"):
         limits.append("trained on depthsweep's procedurally rendered rooms (synthetic data in the NYU/DIW file "
                       "formats): a pipeline check, not a model for real photographs")
-    if info["stage"] == "diw":
+    if STAGES[info["stage"]].task != DEPTH_TASK:
         limits.append("predicts relative depth only: scale and shift are arbitrary, compare orderings or "
                       "median-scale against a reference before reading metres")
     limits.append(f"trained and tested at {info['input_size'][0]}x{info['input_size'][1]}; other resolutions are "

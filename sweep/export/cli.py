@@ -37,7 +37,7 @@ from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.evaluate import evaluate_checkpoint
 from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
-from depthcore.stages import ORDINAL_TASK, STAGES, mode_of
+from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, ORDINAL_TASK, STAGE_NAMES, STAGES, mode_of
 from sweep.export.card import model_card
 from sweep.export.files import EXPORTERS, ExportError, write_model_files
 from sweep.record import RecordError, SweepRecord, read_record
@@ -88,7 +88,7 @@ def export_sweep(
 
 
 def export_winner(
-    winner: TrialRun, study: Study, sweep: dict[str, Any], client: Any, dest: Path, *, seeds: int, register: bool,
+    winner: TrialRun, study: Study, sweep: SweepRecord, client: Any, dest: Path, *, seeds: int, register: bool,
     onnx_exporter: str, device: str,
 ) -> dict[str, Any]:
     """Test, export and register one winner; returns what ``metrics.json`` holds."""
@@ -131,7 +131,8 @@ def export_winner(
         "params": dict(sorted(winner.params.items())),
         "sampled_params": _sampled(winner, sweep),
         "validation": _validation_at(client, winner),
-        "test": {k: test[k] for k in ("nyu", "nyu_frames", "diw", "diw_pairs", "median_scaled") if k in test},
+        "test": {k: test[k] for k in (DEPTH_STAGE.name, "nyu_frames", ORDINAL_STAGE.name, "diw_pairs", "median_scaled")
+                 if k in test},
         "test_constant": test.get("nyu_constant", {}), "train_mean_depth": test.get("train_mean_depth"),
         "latency": latency, "files": files, "data": _data_description(sweep, config),
         "environment": {"torch": torch.__version__, "cpu": _cpu_name(), "python": platform.python_version()},
@@ -156,12 +157,13 @@ def test_metrics(info: dict[str, Any]) -> dict[str, float]:
     """The ``test/*`` metrics logged to a winner's run (NYU depth for stage nyu, DIW ordinal for both)."""
     metrics: dict[str, float] = {}
     test = info["test"]
-    prefix = "test/median_scaled/" if info["stage"] == "diw" else "test/"
-    for key, value in test.get("nyu", {}).items():
+    relative = STAGES[info["stage"]].task != DEPTH_TASK
+    prefix = "test/median_scaled/" if relative else "test/"
+    for key, value in test.get(DEPTH_STAGE.name, {}).items():
         metrics[prefix + key] = float(value)
     for key in ("accuracy", "whdr"):
-        if key in test.get("diw", {}):
-            metrics[f"test/{key}"] = float(test["diw"][key])
+        if key in test.get(ORDINAL_STAGE.name, {}):
+            metrics[f"test/{key}"] = float(test[ORDINAL_STAGE.name][key])
     metrics["export/latency_ms"] = float(info["latency"]["median_ms"])
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
@@ -271,10 +273,12 @@ def _data_description(sweep: SweepRecord, config: dict[str, Any]) -> dict[str, A
 def _headline(info: dict[str, Any]) -> str:
     test = info["test"]
     parts = []
-    if "nyu" in test:
-        parts.append(f"test rmse {test['nyu']['rmse']:.4f}" + (" (median-scaled)" if info["stage"] == "diw" else ""))
-    if "diw" in test:
-        parts.append(f"test accuracy {test['diw']['accuracy']:.4f}")
+    depth, ordinal = test.get(DEPTH_STAGE.name), test.get(ORDINAL_STAGE.name)
+    if depth:
+        scaled = STAGES[info["stage"]].task != DEPTH_TASK
+        parts.append(f"test rmse {depth['rmse']:.4f}" + (" (median-scaled)" if scaled else ""))
+    if ordinal:
+        parts.append(f"test accuracy {ordinal['accuracy']:.4f}")
     return ", ".join(parts) or "no test metrics"
 
 
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep.export", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="the sweep's folder, runs/sweeps/<study>")
     parser.add_argument("--out", help="export folder (default: SWEEP_DIR/export)")
-    parser.add_argument("--stage", choices=["all", "nyu", "diw"], default="all")
+    parser.add_argument("--stage", choices=["all", *STAGE_NAMES], default="all")
     parser.add_argument("--seeds", type=int, default=0, help="retrain each winner with N seeds (default 0: no)")
     parser.add_argument("--no-register", action="store_true", help="skip the MLflow Model Registry")
     parser.add_argument("--onnx-exporter", choices=EXPORTERS, default="dynamo",

@@ -23,11 +23,13 @@ import yaml
 from torch import nn
 
 from depthcore.models import model_from_spec
+from depthcore.stages import DEPTH_TASK, STAGES
 from sweep.tracking.store import DEFAULT_STORE, existing_tracking_uri, first_line
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "state_dict.pt"
-DEPTH_LABELS = {"nyu": "depth (m)", "diw": "relative depth (arbitrary scale)"}
+DEPTH_LABELS = {name: "depth (m)" if stage.task == DEPTH_TASK else "relative depth (arbitrary scale)"
+                for name, stage in STAGES.items()}
 """Colour-bar label per training stage: ``nyu`` models predict metres, ``diw`` models an
 ordering whose scale is arbitrary (they were fine-tuned on ordinal point pairs)."""
 SEARCH_DEPTH = 2

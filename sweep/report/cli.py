@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 from mlflow import MlflowClient
 
+from depthcore.stages import DEPTH_STAGE, ORDINAL_STAGE, STAGE_NAMES, STAGES
 from sweep.record import RecordError, SweepRecord, read_record
 from sweep.report import sections
 from sweep.report.figures import Block, arch_label
@@ -36,8 +37,8 @@ from sweep.report.sections import Models
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_PARAMETER_COUNT, TAG_STAGE1_RUN
 
-STAGES = ("nyu", "diw")
-TABLE_KEYS = {"nyu": ("rmse", "abs_rel", "d1", "mse_norm"), "diw": ("accuracy", "whdr")}
+TABLE_KEYS = {name: tuple(m.removeprefix("val/") for m in stage.shown) for name, stage in STAGES.items()}
+"""The metrics the main table shows per stage (without their ``val/`` or ``test/`` prefix)."""
 COLUMN_NAMES = {"rmse": "RMSE", "abs_rel": "AbsRel", "d1": "δ1", "mse_norm": "MSE (norm.)",
                 "accuracy": "accuracy", "whdr": "WHDR"}
 LATENCY_METRIC = "export/latency_ms"
@@ -94,24 +95,24 @@ def table_rows(study: Study, client: MlflowClient, models: Models) -> list[dict[
     rows = []
     for arch in archs:
         row: dict[str, Any] = {"architecture": arch}
-        picked = {stage: winners.get(stage, {}).get(arch) for stage in STAGES}
-        base = picked["nyu"] or picked["diw"]
+        picked = {stage: winners.get(stage, {}).get(arch) for stage in STAGE_NAMES}
+        base = next(run for run in picked.values() if run is not None)
         assert base is not None
         count = base.tags.get(TAG_PARAMETER_COUNT)
         row["parameter_count"] = int(count) if count and count.isdigit() else None
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             run = picked[stage]
             row[f"{stage}_run_id"] = run.run_id if run else None
             row[f"{stage}_trial"] = (run.tags.get("ray_trial_id") or run.trial_key) if run else None
             row[f"{stage}_epoch"] = run.epoch if run else None
             row[f"{stage}_value"] = run.value if run else None
-            if stage == "diw":
-                row["diw_stage1_run_id"] = run.tags.get(TAG_STAGE1_RUN) if run else None
+            if STAGES[stage].finetunes:
+                row[f"{stage}_stage1_run_id"] = run.tags.get(TAG_STAGE1_RUN) if run else None
             split, values = stage_numbers(client, run, stage) if run else (None, {})
             row[f"{stage}_split"] = split
             for k in TABLE_KEYS[stage]:
                 row[f"{stage}_{k}"] = values.get(k)
-        logged = [r.metrics[LATENCY_METRIC] for r in (picked["nyu"], picked["diw"]) if r and LATENCY_METRIC in r.metrics]
+        logged = [r.metrics[LATENCY_METRIC] for r in picked.values() if r and LATENCY_METRIC in r.metrics]
         if logged:
             row["latency_ms"], row["latency_source"] = float(logged[0]), "sweep.export"
         else:
@@ -132,16 +133,15 @@ def _column_split(rows: list[dict[str, Any]], stage: str) -> str:
 
 
 def main_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    split = {stage: _column_split(rows, stage) for stage in STAGES}
+    split = {stage: _column_split(rows, stage) for stage in STAGE_NAMES}
     headers = ["architecture", "parameters"]
-    headers += [f"NYU {COLUMN_NAMES[k]} ({split['nyu']})" for k in TABLE_KEYS["nyu"]]
-    headers += [f"DIW {COLUMN_NAMES[k]} ({split['diw']})" for k in TABLE_KEYS["diw"]]
+    headers += [f"{STAGES[s].label} {COLUMN_NAMES[k]} ({split[s]})" for s in STAGE_NAMES for k in TABLE_KEYS[s]]
     headers.append("CPU latency (ms)")
     body = []
     for r in rows:
         cells = [arch_label(r["architecture"]),
                  _num(r["parameter_count"] / 1e6, ".2f") + " M" if r["parameter_count"] else "–"]
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             mark = "*" if split[stage] == "test / val*" and r[f"{stage}_split"] == "validation" else ""
             for k in TABLE_KEYS[stage]:
                 value = r[f"{stage}_{k}"]
@@ -225,7 +225,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
     except SelectionError as err:
         raise ReportError(str(err)) from None
     client = MlflowClient(info.tracking_uri)
-    stages = [s for s in STAGES if s in study.parents] + sorted(s for s in study.parents if s not in STAGES)
+    stages = [s for s in STAGE_NAMES if s in study.parents] + sorted(s for s in study.parents if s not in STAGES)
     available = set(optuna.get_all_study_names(storage=info.optuna_storage))
     studies = {s: f"{info.name}-{s}" for s in stages if f"{info.name}-{s}" in available}
     if not studies:
@@ -281,7 +281,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
 def _table_notes(rows: list[dict[str, Any]], info: SweepRecord) -> list[Block]:
     lines = []
     by_split: dict[str, list[str]] = {}
-    for stage, name in (("nyu", "NYU"), ("diw", "DIW")):
+    for stage, name in ((name, stage.label) for name, stage in STAGES.items()):
         splits = {r[f"{stage}_split"] for r in rows if r[f"{stage}_split"]}
         if splits:
             by_split.setdefault("test" if splits == {"test"} else "mixed" if len(splits) > 1 else "val", []).append(name)
@@ -307,17 +307,19 @@ def _table_notes(rows: list[dict[str, Any]], info: SweepRecord) -> list[Block]:
     if exported:
         lines.append(f"CPU latency ({', '.join(exported)}) as logged by `sweep.export` (`{LATENCY_METRIC}`).")
     for r in rows:
-        if r["nyu_run_id"] and r["diw_run_id"] and r["diw_stage1_run_id"] != r["nyu_run_id"]:
-            lines.append(f"{arch_label(r['architecture'])}: the DIW winner (trial {r['diw_trial']}) fine-tunes "
-                         f"another stage-1 trial than the NYU winner (trial {r['nyu_trial']}); parameters and latency "
-                         f"are the NYU winner's.")
+        first, tuned = DEPTH_STAGE, ORDINAL_STAGE
+        if r[f"{first.name}_run_id"] and r[f"{tuned.name}_run_id"] and \
+                r[f"{tuned.name}_stage1_run_id"] != r[f"{first.name}_run_id"]:
+            lines.append(f"{arch_label(r['architecture'])}: the {tuned.label} winner (trial {r[f'{tuned.name}_trial']}) "
+                         f"fine-tunes another stage-1 trial than the {first.label} winner (trial "
+                         f"{r[f'{first.name}_trial']}); parameters and latency are the {first.label} winner's.")
     return [("p", line) for line in lines]
 
 
 def _winner_rows(study: Study) -> list[list[str]]:
     rows = []
     winners = study.winners()
-    for stage in sorted(winners, key=lambda s: (STAGES + (s,)).index(s)):
+    for stage in sorted(winners, key=lambda s: (STAGE_NAMES + (s,)).index(s)):
         for arch, run in winners[stage].items():
             rows.append([stage, arch_label(arch), run.tags.get("ray_trial_id") or run.trial_key,
                          run.state.replace("_", " "), str(run.epoch), f"{run.metric} {run.value:.4f}", f"`{run.run_id}`"])

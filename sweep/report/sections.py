@@ -27,6 +27,7 @@ from depthcore.config import ConfigError, ExperimentConfig
 from depthcore.latency import cpu_latency_ms
 from depthcore.loaders import nyu_dataset
 from depthcore.models import model_from_spec
+from depthcore.stages import DEPTH_STAGE
 from depthcore.viz import preview_predictions
 from sweep.report.figures import (
     FINISHED_STATES,
@@ -240,7 +241,7 @@ def optuna_sections(studies: dict[str, str], storage: str, study: Study, stages:
 def predictions_section(study: Study, client: MlflowClient, out: Path,
                         progress: Callable[[str], None]) -> tuple[list[Block], list[Path], list[str]]:
     blocks: list[Block] = [("h", 2, "Predictions of the NYU winners")]
-    winners = study.winners().get("nyu", {})
+    winners = study.winners().get(DEPTH_STAGE.name, {})
     parts, notes = [], []
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         for arch, run in winners.items():

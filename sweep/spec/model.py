@@ -26,7 +26,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import Trial
 
 from depthcore.config import TrainConfig, flatten, set_dotted
-from depthcore.data.synthetic import NYU_NAME, SPLIT_NAME
+from depthcore.data.synthetic import synthetic_paths
 from depthcore.models import PRESETS, list_models
 from sweep.spec.check import DATA_PATHS, Entry, dist_to_dict, representatives
 from sweep.spec.read import stage_drops
@@ -153,15 +153,7 @@ class DataSpec:
     def paths(self) -> dict[str, str]:
         """Flat ``{"data/nyu_path": ..., ...}`` for the trial configs (synthetic: the generator's files)."""
         if self.synthetic is not None:
-            out = Path(self.synthetic.out)
-            # File names as depthcore.data.synthetic writes them (DIW_<name>.csv under diw/).
-            found = {
-                "nyu_path": out / NYU_NAME,
-                "split_file": out / SPLIT_NAME,
-                "diw_root": out / "diw",
-                "diw_train_csv": out / "diw" / "DIW_train_val.csv",
-                "diw_test_csv": out / "diw" / "DIW_test.csv",
-            }
+            found = synthetic_paths(self.synthetic.out)
             return {f"data/{name}": str(path) for name, path in found.items()}
         return {f"data/{name}": getattr(self, name) for name in DATA_PATHS if getattr(self, name)}
 

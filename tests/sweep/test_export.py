@@ -164,8 +164,9 @@ def test_failed_trials_are_never_winners_and_table_topk_export_report_agree(tmp_
     # The stage-2 top-k file takes exactly those trials (and their checkpoints from the Ray records).
     records = [TrialRecord(t, {"model": {"name": "unetpp_3m"}}, None, [], f"/ckpt/{t}")
                for t in ("t_failed", "t_good", "t_other")]
-    from sweep.spec import load_spec
     from sweep_fixtures import TINY_SPEC
+
+    from sweep.spec import load_spec
 
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(TINY_SPEC)
