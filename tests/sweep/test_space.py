@@ -61,6 +61,15 @@ def test_overrides_apply_after_the_file_and_resolve_paths_against_the_current_fo
     assert re.fullmatch(r"unit-\d{8}-\d{6}", spec.resolved_name())
 
 
+def test_set_takes_a_config_key_with_slashes_or_dots(tmp_path: Path) -> None:
+    """``fixed.train/epochs=2`` and ``fixed.train.epochs=2`` are one override; inside, the key is ``train/epochs``."""
+    path = write(tmp_path, spec_text())
+    slashes = load_spec(path, ["fixed.train/epochs=2", "stages.nyu.fixed.optim/lr=0.01"])
+    dots = load_spec(path, ["fixed.train.epochs=2", "stages.nyu.fixed.optim.lr=0.01"])
+    assert slashes.fixed == dots.fixed and slashes.fixed["train/epochs"] == 2
+    assert slashes.stage_fixed("nyu") == dots.stage_fixed("nyu") and dots.stage_fixed("nyu")["optim/lr"] == 0.01
+
+
 def test_real_data_paths_resolve_against_the_spec_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_real_data(tmp_path / "data")
     data = (
