@@ -64,6 +64,7 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
     name = sweep_dir.name
     storage_url = spec.study.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     tracking_uri = default_tracking_uri(spec.study.output_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         if not resume and study_exists(storage_url, f"{name}-{stage}"):
             raise SpecError(f"Optuna study {name}-{stage} already exists in {storage_url}: "

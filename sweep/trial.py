@@ -21,7 +21,7 @@ import ray.tune
 import torch
 from ray.tune import Checkpoint
 
-from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
+from depthcore.checkpoint import load_checkpoint
 from depthcore.config import ExperimentConfig, flatten
 from depthcore.engine import fit
 from depthcore.loaders import nyu_dataset
@@ -121,14 +121,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             best["value"] = value
             tracker.log_best_checkpoint(checkpoint_dir)
             try:
-                tracker.log_preview(_preview(cfg, checkpoint_dir))
+                tracker.log_preview(_preview(cfg, built["model"]))
             except Exception as err:  # a picture is not worth a trial
                 print(f"trial {trial_id}: preview image failed: {err}", flush=True)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # The run id travels with the result, so the searcher links the Optuna trial to it.
         ray.tune.report({**metrics, USER_ATTR_MLFLOW: tracker.run_id or ""}, checkpoint=checkpoint)
 
+    built: dict[str, torch.nn.Module] = {}
+
     def on_model(model: torch.nn.Module) -> None:
+        # The network fit trains: counted here, and previewed live (it holds the epoch just saved).
+        built["model"] = model
         tracker.set_tags({TAG_PARAMETER_COUNT: count_parameters(model)["total"]})
 
     restored = ray.tune.get_checkpoint()
@@ -139,9 +143,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         fit(cfg, report=report, on_model=on_model)
 
 
-def _preview(cfg: ExperimentConfig, checkpoint_dir: str) -> Path:
-    """Input | ground truth | prediction on the first validation frames (NYU)."""
-    model = model_from_checkpoint(checkpoint_dir)
+def _preview(cfg: ExperimentConfig, model: torch.nn.Module) -> Path:
+    """Input | ground truth | prediction on the first validation frames (NYU), by the model being trained."""
     data = nyu_dataset(cfg.replace(data={"augment": False}), "val")
     path = Path(tempfile.mkdtemp(prefix="preview-")) / "preview.png"
-    return preview_predictions(model, data, path, n=4)
+    device = next(model.parameters()).device
+    return preview_predictions(model, data, path, n=4, device=device)
