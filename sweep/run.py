@@ -13,13 +13,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
 
-from depthcore.config import add_set_argument
+from depthcore.config import add_set_argument, flatten
 from depthcore.stages import STAGE_NAMES
-from sweep.record import RECORD_FILE, is_sweep_dir
+from sweep.record import RECORD_FILE, RecordError, is_sweep_dir, read_record
 from sweep.spec import SpecError, SweepSpec, load_spec
 
 
@@ -81,6 +82,31 @@ def sweep_dir_for(spec: SweepSpec, resume: str | None) -> Path:
     return candidates[-1]
 
 
+def resumed_spec(path: str, sweep_dir: Path, overrides: list[str]) -> tuple[SweepSpec, list[str]]:
+    """The spec a resume runs: the file with the overrides the sweep was started with (and any given
+    again); a spec that now resolves differently from the recorded one is refused, naming the key."""
+    if not is_sweep_dir(sweep_dir):
+        raise SpecError(f"--resume: {sweep_dir} holds no sweep (no {RECORD_FILE})")
+    try:
+        record = read_record(sweep_dir)
+    except RecordError as err:
+        raise SpecError(f"--resume: {err}") from None
+    merged = record.overrides + [item for item in overrides if item not in record.overrides]
+    spec = load_spec(path, merged)
+    now, then = _comparable(spec.to_dict()), _comparable(record.spec)
+    if then and now != then:
+        key = next(k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k))
+        raise SpecError(f"--resume: {path}: {key}: expected {then.get(key)!r} as recorded in {record.path}, "
+                        f"found {now.get(key)!r}; resume with the spec the sweep was started with, or start a new sweep")
+    return spec, merged
+
+
+def _comparable(resolved: dict[str, Any]) -> dict[str, str]:
+    """A resolved spec, flat, without what differs between runs of one sweep (its name, the file's path)."""
+    flat = flatten({k: v for k, v in resolved.items() if k not in ("name", "path")})
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat.items() if k != "study/timestamp"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -96,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             dry_run(spec, stages)
             return 0
         sweep_dir = sweep_dir_for(spec, args.resume)
-        if args.resume and not is_sweep_dir(sweep_dir):
-            raise SpecError(f"--resume: {sweep_dir} holds no sweep (no {RECORD_FILE})")
+        if args.resume:
+            spec, overrides = resumed_spec(args.spec, sweep_dir, overrides)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
