@@ -238,3 +238,19 @@ def test_the_good_inputs_pass(world, tmp_path, monkeypatch, capsys):
     code, _, stderr = _outcome_in_process(_train()(world, tmp_path), capsys)
     assert code == 0, stderr
     assert (tmp_path / "out" / "best" / "checkpoint.pt").is_file()
+
+
+def test_an_error_in_a_loader_worker_prints_as_its_own_line(world):
+    """A corrupt image found during training (outside the checked sample) surfaces through a worker."""
+    from torch.utils.data import DataLoader
+
+    from depthcore.data import DepthInTheWild
+    from depthcore.errors import DataError, one_line
+
+    pairs = DepthInTheWild(world["diw"] / "corrupt.csv", world["diw"], size=(16, 16))
+    with pytest.raises(DataError) as err:
+        next(iter(DataLoader(pairs, batch_size=2, num_workers=1)))
+    assert "Original Traceback" in str(err.value)  # what torch re-raises: the worker's traceback appended
+    line = one_line(err.value)
+    assert line.startswith(str(world["diw"] / "img" / "corrupt.png")) and "corrupt.csv:3" in line
+    assert "\n" not in line

@@ -142,3 +142,17 @@ def test_kill_during_preparation_leaves_no_cache(two_datasets, tmp_path):
     prepare_nyu_cache(a["nyu_mat"], out, size=SIZE, split_file=a["split_file"], progress=False)
     assert len(NyuDepthV2(out, "train", size=SIZE)) > 0
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # the leftover is gone
+
+
+def test_prepare_cli_cache_dir_reuses_a_matching_cache(two_datasets, tmp_path, capsys):
+    from depthcore.data.prepare import main as prepare_main
+
+    a, _ = two_datasets
+    argv = ["nyu", "--src", str(a["nyu_mat"]), "--cache-dir", str(tmp_path / "c"), "--size", "16", "16",
+            "--split-file", str(a["split_file"]), "--quiet"]
+    assert prepare_main(argv) == 0
+    path = cache_path_for(a["nyu_mat"], SIZE, a["split_file"], tmp_path / "c")
+    assert str(path) in capsys.readouterr().out
+    mtime = path.stat().st_mtime_ns
+    assert prepare_main(argv) == 0
+    assert path.stat().st_mtime_ns == mtime and sorted((tmp_path / "c").iterdir()) == [path]
