@@ -10,6 +10,7 @@ rejects dataclasses and numpy objects.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from depthcore.errors import DataError, MissingFileError
 from depthcore.models import model_from_spec
 
 FORMAT = "depthsweep-checkpoint"
@@ -89,12 +91,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         path = path / FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingFileError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:  # torch's reader raises these
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: expected a checkpoint written by torch.save, found one torch cannot read ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a depthsweep checkpoint (no format={FORMAT!r} key)")
+        raise DataError(f"{path}: expected a depthsweep checkpoint (format={FORMAT!r}), found no such key")
     if payload.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {payload.get('version')}, expected {VERSION}")
+        raise DataError(f"{path}: expected checkpoint version {VERSION}, found {payload.get('version')}")
     return payload
 
 

@@ -2,7 +2,7 @@
 
 A config has four sections, ``model``, ``data``, ``optim`` and ``train``; every field
 is documented where it is declared and checked on construction, so a typo or a
-value of the wrong type is a one-line :class:`ConfigError` naming the key.
+value of the wrong type is a one-line :class:`~depthcore.errors.ConfigError` naming the key.
 Keys are addressed by dotted paths (``optim.lr``, ``model.args.encoder``); the sweep
 uses the same paths with ``/`` (``optim/lr``).
 """
@@ -22,12 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from depthcore._registry import MODELS
+from depthcore.errors import ConfigError as ConfigError  # re-exported: its home is depthcore.errors
 from depthcore.stages import DEPTH_TASK, FIRST_STAGE, ORDINAL_TASK, STAGES, mode_of
-
-
-class ConfigError(ValueError):
-    """A user mistake in a configuration: the message is one line and names the key."""
-
 
 _FLOAT_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
 
@@ -153,9 +149,10 @@ class TrainConfig:
     max_batches_per_epoch: int | None = None
     """Cap on training batches per epoch, for smoke tests; the schedule follows the cap."""
     out_dir: str = "runs/train"
-    """Where checkpoints (``last/``, ``best/``) are written."""
+    """Where checkpoints are written: ``best/`` (the best epoch's weights, no optimizer state) and
+    ``checkpoints/epoch_NNNN/`` (the newest epoch only, with optimizer state, to resume)."""
     keep_last: bool = True
-    """Keep the newest epoch's checkpoint in ``last/`` (needed to resume)."""
+    """Keep the newest epoch's checkpoint in ``checkpoints/`` (needed to resume)."""
     verbose: bool = True
     """Print one progress line per epoch."""
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from depthcore.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from depthcore.config import ExperimentConfig, OptimConfig
+from depthcore.errors import ConfigError
 from depthcore.loaders import train_val_loaders
 from depthcore.losses import get_loss, ranking_loss
 from depthcore.metrics import DepthMetricAccumulator, OrdinalAccumulator, nyu_eval_prepare
@@ -52,13 +53,13 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     return end + 0.5 * (cfg.lr - end) * (1.0 + math.cos(math.pi * progress))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a RuntimeError when CUDA is
-    asked for but torch sees none, or the name is not a device."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``auto``, ``cpu`` or ``cuda`` as a torch device; ``cuda`` on a machine without one is a :class:`ConfigError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"{name!r} requested but torch sees no CUDA device")
+        raise ConfigError(f"{key}: expected a machine with a CUDA device for {name!r}, found none "
+                          f"(torch {torch.__version__} sees no GPU); use 'cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -180,7 +181,7 @@ def _stage_model(cfg: ExperimentConfig) -> tuple[nn.Module, ExperimentConfig]:
     if not STAGES[cfg.train.stage].finetunes:
         return create_model(cfg.model.name, **cfg.model.args), cfg
     if not cfg.train.init_checkpoint:
-        raise ValueError(f"train.init_checkpoint: stage {cfg.train.stage} fine-tunes a stage-1 checkpoint; none is set")
+        raise ConfigError(f"train.init_checkpoint: stage {cfg.train.stage} fine-tunes a stage-1 checkpoint, found null")
     init = load_checkpoint(cfg.train.init_checkpoint)
     spec = init["model"]
     model = model_from_spec(spec)  # the checkpoint supplies the weights: no pretrained download
@@ -246,7 +247,8 @@ def fit(
     if resume_from is not None:
         state = load_checkpoint(resume_from, map_location=device)
         if state["model"] != cfg.to_dict()["model"]:
-            raise ValueError(f"{resume_from}: checkpoint holds model {state['model']}, config asks for {cfg.to_dict()['model']}")
+            raise ConfigError(f"{resume_from}: expected a checkpoint of model {cfg.to_dict()['model']} (the config's), "
+                              f"found {state['model']}")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"] is not None:
@@ -283,12 +285,15 @@ def fit(
         epoch_dir = out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}"
         if improved:
             best = {"value": float(value), "epoch": epoch + 1, "dir": str(out_dir / "best")}
+        extra = {"best": best, "history": history, "selection": {"metric": metric_name, "mode": mode}}
         save_checkpoint(epoch_dir, model=model, config=cfg.to_dict(), epoch=epoch + 1, metrics=metrics,
-                        optimizer=optimizer, scaler=scaler,
-                        extra={"best": best, "history": history, "selection": {"metric": metric_name, "mode": mode}})
+                        optimizer=optimizer, scaler=scaler, extra=extra)
         if improved:
-            _replace_dir(epoch_dir, out_dir / "best")
-        _prune(out_dir / "checkpoints", keep=epoch_dir if t.keep_last else None)
+            # Weights only: evaluation and export need no optimizer state, and resuming
+            # starts from the newest epoch, which keeps it.
+            save_checkpoint(out_dir / "best", model=model, config=cfg.to_dict(), epoch=epoch + 1,
+                            metrics=metrics, extra=extra)
+        _prune(out_dir, keep=epoch_dir if t.keep_last else None)
         if t.verbose:
             print(f"[{t.stage}] epoch {epoch + 1}/{t.epochs}  "
                   f"{_format(metrics, ['train/loss', metric_name, 'val/d1', 'val/abs_rel', 'val/accuracy'])}  "
@@ -307,16 +312,14 @@ def fit(
     }
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+def _prune(out_dir: Path, keep: Path | None) -> None:
+    """Keep only the newest epoch's checkpoint (``best/`` holds the best one).
 
-
-def _prune(folder: Path, keep: Path | None) -> None:
-    """Keep only the newest epoch's checkpoint (``best/`` holds the best one)."""
-    for old in folder.glob("epoch_*"):
+    Also drops the temporary files of a save that a killed process left in ``best/``, so a
+    resumed run stays within the same bound.
+    """
+    for old in (out_dir / "checkpoints").glob("epoch_*"):
         if keep is None or old != keep:
             shutil.rmtree(old, ignore_errors=True)
+    for stale in (out_dir / "best").glob("*.tmp"):
+        stale.unlink(missing_ok=True)

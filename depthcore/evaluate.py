@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
-from depthcore.config import ConfigError, ExperimentConfig, add_set_argument, parse_override, set_dotted
+from depthcore.config import ExperimentConfig, add_set_argument, parse_override, set_dotted
 from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
+from depthcore.errors import UserError, report
 from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
+from depthcore.preflight import check_data, check_device, check_output_file
 from depthcore.stages import DEPTH_TASK, STAGES
 
 NYU_KEYS = ["rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3", "mse_norm"]
@@ -48,16 +50,21 @@ def mean_train_depth(cfg: ExperimentConfig) -> float:
     return total / max(count, 1)
 
 
+def checkpoint_config(payload: dict[str, Any], checkpoint: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The config stored in a loaded checkpoint, with ``--set`` overrides applied."""
+    raw = payload["config"]
+    for item in overrides or []:
+        set_dotted(raw, *parse_override(item))
+    return ExperimentConfig.from_dict(raw, source=f"{checkpoint} (config)")
+
+
 def evaluate_checkpoint(
     checkpoint: str, split: str = "test", overrides: list[str] | None = None, device: str = "auto"
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on ``split``: ``{"nyu": {...}, "diw": {...}, "median_scaled": bool}``."""
     payload = load_checkpoint(checkpoint)
-    raw = payload["config"]
-    for item in overrides or []:
-        set_dotted(raw, *parse_override(item))
-    cfg = ExperimentConfig.from_dict(raw, source=f"{checkpoint} (config)")
-    dev = resolve_device(device)
+    cfg = checkpoint_config(payload, checkpoint, overrides)
+    dev = resolve_device(device, "--device")
     model = model_from_checkpoint(payload).to(dev)
     # A stage trained on point-pair orderings predicts relative depth: scale it per image.
     relative = STAGES[cfg.train.stage].task != DEPTH_TASK
@@ -111,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
+        # Every input is checked before any compute, and nothing is written until the end.
+        check_device(args.device, "--device")
+        if args.json:
+            check_output_file(args.json, "--json")
+        check_data(checkpoint_config(load_checkpoint(args.checkpoint), args.checkpoint, args.overrides))
         result = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, args.device)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (UserError, FileNotFoundError) as err:
+        return report(err)
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:

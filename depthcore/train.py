@@ -2,6 +2,8 @@
 
 Prints a line per epoch, writes checkpoints under ``train.out_dir`` (``best/`` and the
 newest epoch), and with ``--test`` evaluates the best checkpoint on the test split.
+Every input is checked first (:mod:`depthcore.preflight`): a mistake is one line
+``error: ...`` on stderr, exit code 2, and nothing written.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthcore.config import ConfigError, ExperimentConfig, add_set_argument
+from depthcore.checkpoint import load_checkpoint
+from depthcore.config import ExperimentConfig, add_set_argument
 from depthcore.engine import fit
+from depthcore.errors import UserError, report
 from depthcore.evaluate import evaluate_checkpoint, format_table
+from depthcore.preflight import check_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,14 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = ExperimentConfig.from_file(args.config, args.overrides)
+        check_run(cfg)
+        if args.resume:
+            load_checkpoint(args.resume)
         result = fit(cfg, resume_from=args.resume)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"best {result['best_metric']} {result['best_value']:.4f} at epoch {result['best_epoch']}; "
-          f"checkpoint: {result['best_checkpoint']}")
-    if args.test:
-        print(format_table(evaluate_checkpoint(result["best_checkpoint"], "test")))
+        print(f"best {result['best_metric']} {result['best_value']:.4f} at epoch {result['best_epoch']}; "
+              f"checkpoint: {result['best_checkpoint']}")
+        if args.test:
+            print(format_table(evaluate_checkpoint(result["best_checkpoint"], "test")))
+    except (UserError, FileNotFoundError) as err:
+        return report(err)
     return 0
 
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from depthcore.config import ModelConfig
-from depthcore.data import generate_synthetic, prepare_nyu_cache
+from depthcore.config import ExperimentConfig, ModelConfig, set_dotted
+from depthcore.data import generate_synthetic
+from depthcore.data.cache import ensure_nyu_cache
+from depthcore.preflight import check_data, check_device, check_output_dir
 from depthcore.stages import FIRST_STAGE, STAGES
 from sweep.record import SweepRecord, write_record
 from sweep.select import Study, TrialRun, load_study
@@ -32,7 +34,8 @@ TOPK_FILE = "stage1_topk.json"
 
 
 def prepare_data(spec: SweepSpec, stages: list[str]) -> dict[str, str]:
-    """Generate the synthetic dataset if asked and missing; prepare the resized NYU cache once.
+    """Generate the synthetic dataset if asked and missing; check every data file the stages read
+    (before any compute: one line naming the file); prepare the resized NYU cache once.
 
     Returns flat ``data/...`` paths for the trial configs.
     """
@@ -42,19 +45,18 @@ def prepare_data(spec: SweepSpec, stages: list[str]) -> dict[str, str]:
         print(f"generating the synthetic dataset in {synthetic.out}", flush=True)
         generate_synthetic(**synthetic.generator_kwargs())
     source = Path(paths["data/nyu_path"])
+    size = spec.data.cache_size or spec.stage_fixed(FIRST_STAGE).get("data/size")
+    raw: dict[str, Any] = {"train": {"stage": FIRST_STAGE}}
+    for key, value in {**paths, **({"data/size": list(size)} if size else {})}.items():
+        set_dotted(raw, key, value)
+    check_data(ExperimentConfig.from_dict(raw, source=f"{spec.path}: data"))
     if source.suffix == ".mat":
-        size = spec.data.cache_size or spec.stage_fixed(FIRST_STAGE).get("data/size")
         if size is None:
             raise SpecError(f"{spec.path}: data.cache_size: needed when data/size is searched, found null")
         folder = source.parent if synthetic is not None else Path(spec.study.output_dir) / "cache"
-        cache = folder / f"{source.stem}_cache_{size[0]}x{size[1]}.h5"
-        if not cache.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            print(f"preparing the NYU cache {cache} (once for all trials)", flush=True)
-            prepare_nyu_cache(source, cache, size=tuple(size), split_file=paths.get("data/split_file"))
-        paths["data/nyu_path"] = str(cache)
+        # The cache's name carries the source's identity: another file under the same name gets its own.
+        paths["data/nyu_path"] = str(ensure_nyu_cache(source, tuple(size), paths.get("data/split_file"), folder))
     return paths
-
 
 
 def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bool, address: str | None,
@@ -62,6 +64,14 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
     """Run ``stages`` of ``spec`` into ``sweep_dir``; returns the exit code."""
     sweep_dir = sweep_dir.resolve()
     name = sweep_dir.name
+    # Checks before compute and before anything is written: each one line, exit 2.
+    check_output_dir(spec.study.output_dir, "study.output_dir")
+    check_output_dir(sweep_dir, "the sweep folder")
+    for stage in stages:
+        device = spec.stage_fixed(stage).get("train/device")
+        if isinstance(device, str):
+            check_device(device, f"{spec.path}: fixed.train/device")
+    data_paths = prepare_data(spec, stages)
     storage_url = spec.study.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     tracking_uri = default_tracking_uri(spec.study.output_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +82,6 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
     write_record(SweepRecord(dir=sweep_dir, name=name, spec_path=str(spec.path), stages=stages,
                              optuna_storage=storage_url, tracking_uri=tracking_uri, spec=spec.to_dict(),
                              overrides=list(overrides or [])))
-    data_paths = prepare_data(spec, stages)
 
     started = time.perf_counter()
     summary: dict[str, dict[str, dict[str, Any]]] = {}

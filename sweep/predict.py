@@ -171,9 +171,11 @@ def read_image(path: Path) -> np.ndarray:
 def resolve_device(device: str) -> torch.device:
     """``depthcore.engine.resolve_device`` with a ``PredictError`` naming ``--device``."""
     try:
-        return engine_device(device)
-    except RuntimeError as err:
-        raise PredictError(f"--device {device}: {first_line(err)}; use --device cpu or auto") from None
+        return engine_device(device, "--device")
+    except ValueError as err:  # depthcore's ConfigError: already one line naming --device
+        raise PredictError(str(err)) from None
+    except RuntimeError as err:  # torch: not a device name
+        raise PredictError(f"--device {device}: {first_line(err)}") from None
 
 
 def predict_images(

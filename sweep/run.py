@@ -19,6 +19,8 @@ import optuna
 import yaml
 
 from depthcore.config import add_set_argument, flatten
+from depthcore.errors import UserError
+from depthcore.errors import report as report_error
 from depthcore.stages import STAGE_NAMES
 from sweep.record import RECORD_FILE, RecordError, is_sweep_dir, read_record
 from sweep.spec import SpecError, SweepSpec, load_spec
@@ -132,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = run_sweep(spec, stages, sweep_dir, resume=args.resume is not None, address=args.address,
                          stage1_from=Path(args.stage1_from) if args.stage1_from else None, overrides=overrides)
-    except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (SpecError, UserError) as err:
+        return report_error(err)
     if code == 0 and args.export:
         from sweep.export.cli import main as export_main
 

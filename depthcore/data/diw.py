@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from depthcore.data.transforms import as_size
+from depthcore.errors import DataError, MissingFileError
 
 SUBSETS = ("all", "train", "val")
 RELATION = {">": 1, "<": -1}
@@ -51,11 +52,17 @@ def map_point(y: int, x: int, width: int, height: int, size: int | tuple[int, in
 
 
 def parse_diw_csv(csv_path: str | os.PathLike) -> list[DiwPair]:
-    """Parse a whole DIW CSV; a malformed line raises ValueError naming file and line."""
+    """Parse every line of a DIW CSV; a malformed line raises :class:`DataError` naming file and line."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: DIW annotation CSV not found")
-    lines = csv_path.read_text().splitlines()
+        raise MissingFileError(f"{csv_path}: DIW annotation CSV not found")
+    data = csv_path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{csv_path}:{line}: expected UTF-8 text, found byte 0x{data[exc.start]:02x}") from None
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     pairs: list[DiwPair] = []
@@ -63,12 +70,12 @@ def parse_diw_csv(csv_path: str | os.PathLike) -> list[DiwPair]:
         image = lines[i].strip()
         where = f"{csv_path}:{i + 1}"
         if not image or image.count(",") >= 6:
-            raise ValueError(f"{where}: expected an image path, found {lines[i]!r}")
+            raise DataError(f"{where}: expected an image path, found {lines[i]!r}")
         if i + 1 >= len(lines):
-            raise ValueError(f"{csv_path}:{i + 2}: expected 'y_A,x_A,y_B,x_B,ordinal,width,height', found end of file")
+            raise DataError(f"{csv_path}:{i + 2}: expected 'y_A,x_A,y_B,x_B,ordinal,width,height', found end of file")
         pairs.append(_parse_annotation(image, lines[i + 1], f"{csv_path}:{i + 2}"))
     if not pairs:
-        raise ValueError(f"{csv_path}: no samples found")
+        raise DataError(f"{csv_path}: expected image/annotation line pairs, found no samples")
     return pairs
 
 
@@ -76,15 +83,15 @@ def _parse_annotation(image: str, line: str, where: str) -> DiwPair:
     expected = "expected 'y_A,x_A,y_B,x_B,ordinal,width,height'"
     fields = [s.strip() for s in line.split(",")]
     if len(fields) != 7:
-        raise ValueError(f"{where}: {expected}, found {len(fields)} fields in {line!r}")
+        raise DataError(f"{where}: {expected}, found {len(fields)} fields in {line!r}")
     try:
         y_a, x_a, y_b, x_b, width, height = (int(fields[k]) for k in (0, 1, 2, 3, 5, 6))
     except ValueError:
-        raise ValueError(f"{where}: {expected} with integer coordinates and size, found {line!r}") from None
+        raise DataError(f"{where}: {expected} with integer coordinates and size, found {line!r}") from None
     if fields[4] not in RELATION:
-        raise ValueError(f"{where}: ordinal must be '>' or '<', found {fields[4]!r}")
+        raise DataError(f"{where}: ordinal must be '>' or '<', found {fields[4]!r}")
     if width <= 0 or height <= 0:
-        raise ValueError(f"{where}: width and height must be positive, found {width}x{height}")
+        raise DataError(f"{where}: width and height must be positive, found {width}x{height}")
     return DiwPair(image, y_a, x_a, y_b, x_b, RELATION[fields[4]], width, height)
 
 
@@ -100,6 +107,32 @@ def subset_indices(num_samples: int, subset: str, val_fraction: float, seed: int
     n_val = int(round(val_fraction * num_samples))
     chosen = perm[:n_val] if subset == "val" else perm[n_val:]
     return np.sort(chosen)
+
+
+def image_line(index: int) -> int:
+    """The 1-based CSV line naming sample ``index``'s image (two lines per sample)."""
+    return 2 * index + 1
+
+
+def load_image(root: Path, name: str, where: str, size: tuple[int, int] | None) -> np.ndarray:
+    """Decode ``root / name`` as uint8 RGB (H, W, 3), resized to ``size`` when given.
+
+    ``where`` (``csv:line``) names the CSV line that refers to the image, for the error of a
+    missing or undecodable file.
+    """
+    path = root / name
+    if not path.is_file():
+        raise MissingFileError(f"{path}: image named at {where} not found")
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # decodes the whole image: truncated data fails here
+            if size is not None:
+                # PIL sizes are (width, height).
+                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # PIL's decoders raise these
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path}: image named at {where}: expected a readable image, found {reason}") from None
 
 
 class DepthInTheWild(Dataset):
@@ -136,13 +169,7 @@ class DepthInTheWild(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = int(self.indices[k])
         pair = self.pairs[index]
-        path = self.root / pair.image
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: image of {self.csv_path} sample {index} not found")
-        with Image.open(path) as img:
-            # PIL sizes are (width, height).
-            rgb = img.convert("RGB").resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
+        array = load_image(self.root, pair.image, f"{self.csv_path}:{image_line(index)}", self.size)
         image = torch.from_numpy(array.transpose(2, 0, 1).copy()).float() / 255.0
         a = map_point(pair.y_a, pair.x_a, pair.width, pair.height, self.size)
         b = map_point(pair.y_b, pair.x_b, pair.width, pair.height, self.size)

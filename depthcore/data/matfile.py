@@ -16,6 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from depthcore.errors import DataError
+
 USERBLOCK_SIZE = 512
 MAT_HEADER_TEXT = "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 2015 HDF5 schema 1.00 ."
 
@@ -75,11 +77,11 @@ def decode_char(ds: h5py.Dataset) -> str:
 def read_cellstr(f: h5py.File, name: str) -> list[str]:
     """Read a MATLAB cell array of strings (a dataset of object references)."""
     if name not in f:
-        raise KeyError(f"{f.filename}: no dataset {name!r}; found {sorted(f.keys())}")
+        raise DataError(f"{f.filename}: expected a dataset {name!r}, found {sorted(f.keys())}")
     refs = f[name]
     if refs.dtype != h5py.ref_dtype:
-        raise ValueError(
-            f"{f.filename}: {name!r} should be a cell array of object references, found dtype {refs.dtype}"
+        raise DataError(
+            f"{f.filename}: {name!r}: expected a cell array of object references, found dtype {refs.dtype}"
         )
     # A MATLAB 1xN or Nx1 cell arrives as (N, 1) or (1, N); element order is the same.
     return [decode_char(f[ref]) for ref in np.asarray(refs[()]).ravel()]

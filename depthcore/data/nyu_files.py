@@ -8,7 +8,8 @@ Cache (written by :func:`depthcore.data.cache.prepare_nyu_cache`, row-major, at 
     valid_raw (N, h, w) bool; scenes (N,) str; train_indices, test_indices (0-based);
     full_frames (0-based frames with full-res GT); raw_depth_full_mm (len(full_frames), H0, W0)
     uint16 millimetres (0 = missing); attributes CACHE_VERSION_ATTR, height, width,
-    native_height, native_width, split_source.
+    native_height, native_width, split_source, source_file, and the identity
+    source_fingerprint, split_fingerprint, cache_key (:mod:`depthcore.data.cache`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from depthcore.data.matfile import open_h5, read_cellstr
+from depthcore.errors import DataError, MissingFileError
 
 CACHE_VERSION_ATTR = "depthsweep_cache_version"
 CACHE_VERSION = 1
@@ -57,18 +59,18 @@ class FileMeta:
 def _require(f: h5py.File, keys: tuple[str, ...], what: str) -> None:
     missing = [k for k in keys if k not in f]
     if missing:
-        raise ValueError(f"{f.filename}: not a valid {what}: missing {missing}, found {sorted(f.keys())}")
+        raise DataError(f"{f.filename}: not a valid {what}: missing {missing}, found {sorted(f.keys())}")
 
 
 def read_meta(path: str | os.PathLike) -> FileMeta:
     """Inspect a ``.mat`` or cache file; the handle is closed before returning."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: NYU Depth V2 file not found")
+        raise MissingFileError(f"{path}: NYU Depth V2 file not found")
     try:
         f = open_h5(path)
     except OSError as exc:
-        raise ValueError(f"{path}: not an HDF5 / MATLAB v7.3 file ({exc})") from None
+        raise DataError(f"{path}: expected an HDF5 / MATLAB v7.3 file, found one h5py cannot open ({exc})") from None
     with f:
         if CACHE_VERSION_ATTR in f.attrs:
             return _cache_meta(f, path)
@@ -79,20 +81,20 @@ def _mat_meta(f: h5py.File, path: Path) -> FileMeta:
     _require(f, MAT_KEYS, "NYU Depth V2 labeled .mat")
     n, channels, w0, h0 = f["images"].shape  # MATLAB order reversed: (N, 3, W, H)
     if channels != 3:
-        raise ValueError(f"{path}: images should be (N, 3, W, H), found shape {f['images'].shape}")
+        raise DataError(f"{path}: images: expected shape (N, 3, W, H), found {f['images'].shape}")
     for key in ("depths", "rawDepths"):
         if f[key].shape != (n, w0, h0):
-            raise ValueError(f"{path}: {key} should have shape {(n, w0, h0)}, found {f[key].shape}")
+            raise DataError(f"{path}: {key}: expected shape {(n, w0, h0)}, found {f[key].shape}")
     scenes = read_cellstr(f, "scenes")
     if len(scenes) != n:
-        raise ValueError(f"{path}: scenes has {len(scenes)} entries, expected {n}")
+        raise DataError(f"{path}: scenes: expected {n} entries, found {len(scenes)}")
     return FileMeta(path, "mat", int(n), (int(h0), int(w0)), scenes)
 
 
 def _cache_meta(f: h5py.File, path: Path) -> FileMeta:
     version = int(f.attrs[CACHE_VERSION_ATTR])
     if version != CACHE_VERSION:
-        raise ValueError(f"{path}: cache version {version}, this code reads {CACHE_VERSION}; re-run prepare")
+        raise DataError(f"{path}: expected cache version {CACHE_VERSION}, found {version}; re-run prepare")
     _require(f, CACHE_KEYS, "NYU cache")
     scenes = [s.decode() if isinstance(s, bytes) else str(s) for s in f["scenes"][()]]
     full_frames = np.asarray(f["full_frames"][()], dtype=np.int64)

@@ -13,6 +13,7 @@ from depthcore.data import transforms as T
 from depthcore.data.matfile import LazyH5
 from depthcore.data.nyu_files import FileMeta, read_mat_frames, read_meta
 from depthcore.data.splits import select_frames, train_test_split
+from depthcore.errors import DataError
 
 DEPTH_KINDS = ("filled", "raw")
 
@@ -71,7 +72,7 @@ class NyuDepthV2(Dataset):
         self.full_res_gt = full_res_gt
         self._meta = meta
         if meta.source == "cache" and self.size != meta.size:
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: cache holds frames at size {meta.size}, requested {self.size}; "
                 f"prepare a cache at that size or load the .mat"
             )
@@ -81,7 +82,7 @@ class NyuDepthV2(Dataset):
         if full_res_gt and meta.source == "cache":
             missing = [int(i) for i in self.indices if int(i) not in meta.full_rows]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"{self.path}: cache has full-resolution depth only for its test frames; "
                     f"{len(missing)} frames of split {split!r} lack it (first 0-based: {missing[0]})"
                 )

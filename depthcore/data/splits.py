@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depthcore.errors import DataError, MissingFileError
+
 SPLITS = ("train", "val", "test")
 SCHEMES = ("official", "seed_random")
 OFFICIAL_SPLIT_RESOURCE = "nyu_splits.json"
@@ -35,18 +37,18 @@ def _as_indices(value: np.ndarray, key: str, where: str, num_frames: int) -> np.
     """Validate a 1-based MATLAB index vector and return it 0-based."""
     arr = np.asarray(value).ravel()
     if arr.size == 0:
-        raise ValueError(f"{where}: {key} is empty")
+        raise DataError(f"{where}: {key}: expected indices, found an empty array")
     if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
         # MATLAB saves doubles by default; integral doubles are indices all the same.
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{where}: {key} must hold integer indices, found dtype {arr.dtype}")
+        raise DataError(f"{where}: {key} must hold integer indices, found dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 1 or hi > num_frames:
-        raise ValueError(f"{where}: {key} must be 1-based indices within 1..{num_frames}, found values in {lo}..{hi}")
+        raise DataError(f"{where}: {key} must be 1-based indices within 1..{num_frames}, found values in {lo}..{hi}")
     if np.unique(arr).size != arr.size:
-        raise ValueError(f"{where}: {key} contains duplicate indices")
+        raise DataError(f"{where}: {key}: expected distinct indices, found duplicates")
     return arr - 1
 
 
@@ -56,20 +58,20 @@ def load_split_file(path: str | os.PathLike, num_frames: int) -> tuple[np.ndarra
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: split file not found")
+        raise MissingFileError(f"{path}: split file not found")
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises several types for non-MAT input
-        raise ValueError(f"{path}: not a MATLAB v5 split file ({exc})") from None
+        raise DataError(f"{path}: expected a MATLAB v5 split file, found one scipy cannot read ({exc})") from None
     missing = [k for k in ("trainNdxs", "testNdxs") if k not in mat]
     if missing:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: missing {missing} (expected trainNdxs and testNdxs), found {found}")
+        raise DataError(f"{path}: missing {missing} (expected trainNdxs and testNdxs), found {found}")
     train = _as_indices(mat["trainNdxs"], "trainNdxs", str(path), num_frames)
     test = _as_indices(mat["testNdxs"], "testNdxs", str(path), num_frames)
     overlap = np.intersect1d(train, test)
     if overlap.size:
-        raise ValueError(
+        raise DataError(
             f"{path}: trainNdxs and testNdxs must be disjoint, found {overlap.size} shared "
             f"frames (first 1-based: {int(overlap[0]) + 1})"
         )
@@ -85,7 +87,7 @@ def train_test_split(
         return train, test, f"file:{Path(split_file).name}"
     train, test, official_frames = official_split()
     if official_frames != num_frames:
-        raise ValueError(
+        raise DataError(
             f"{data_path}: the shipped official split indexes {official_frames} frames but the file "
             f"has {num_frames}; pass a split file (or use scheme='seed_random')"
         )

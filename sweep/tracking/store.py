@@ -140,8 +140,10 @@ def client_for(tracking_uri: str) -> MlflowClient:
 
 
 def first_line(err: BaseException) -> str:
+    """A library's error on one line with its type (``OperationalError: unable to open ...``): the
+    sweep's formatter for errors it did not raise itself (``depthcore.errors.one_line`` reads the text)."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {text[0].strip()}" if text else type(err).__name__
 
 
 def _safe_name(name: str) -> str:
