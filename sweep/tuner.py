@@ -65,11 +65,14 @@ class TrueStateOptunaSearch(OptunaSearch):
             config = {**config, OPTUNA_TRIAL_KEY: ot_trial.number}
         return config
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
+    def _link(self, trial_id: str, result: dict | None) -> None:
         ot_trial = self._ot_trials.get(trial_id)
-        run_id = result.get(USER_ATTR_MLFLOW)
+        run_id = (result or {}).get(USER_ATTR_MLFLOW)
         if ot_trial is not None and run_id and USER_ATTR_MLFLOW not in ot_trial.user_attrs:
             ot_trial.set_user_attr(USER_ATTR_MLFLOW, run_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._link(trial_id, result)
         value = result.get(self.metric)
         # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
         # let on_trial_complete mark the trial FAIL.
@@ -81,6 +84,7 @@ class TrueStateOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        self._link(trial_id, result)
         ot_trial = self._ot_trials[trial_id]
         study = self._ot_study
         assert study is not None  # set up by OptunaSearch before any trial exists
