@@ -128,7 +128,7 @@ def train_one_epoch(
         loss_sum += loss.item() * n
         seen += n
     elapsed = time.perf_counter() - start
-    return {"train/loss": loss_sum / max(seen, 1), "train/images_per_s": seen / max(elapsed, 1e-9)}
+    return {"train/loss_mean": loss_sum / max(seen, 1), "train/images_per_s": seen / max(elapsed, 1e-9)}
 
 
 @torch.no_grad()
@@ -296,7 +296,7 @@ def fit(
         _prune(out_dir, keep=epoch_dir if t.keep_last else None)
         if t.verbose:
             print(f"[{t.stage}] epoch {epoch + 1}/{t.epochs}  "
-                  f"{_format(metrics, ['train/loss', metric_name, 'val/d1', 'val/abs_rel', 'val/accuracy'])}  "
+                  f"{_format(metrics, ['train/loss_mean', metric_name, 'val/d1', 'val/abs_rel', 'val/accuracy'])}  "
                   f"({metrics['time/epoch_s']:.1f} s, {train['train/images_per_s']:.1f} img/s)"
                   f"{'  *best' if improved else ''}", flush=True)
         if report is not None:

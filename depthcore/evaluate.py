@@ -15,39 +15,21 @@ import sys
 from typing import Any
 
 import torch
-from torch import nn
 
+from depthcore.baselines import TITLES, best_baseline, gain_over, split_baselines
 from depthcore.checkpoint import load_checkpoint, model_from_checkpoint
 from depthcore.config import ExperimentConfig, add_set_argument, parse_override, set_dotted
 from depthcore.engine import evaluate_depth, evaluate_ordinal, resolve_device
 from depthcore.errors import UserError, report
 from depthcore.loaders import diw_dataset, make_loader, nyu_dataset
 from depthcore.preflight import check_data, check_device, check_output_file
-from depthcore.stages import DEPTH_TASK, STAGES
+from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, STAGES
+
+# Results are keyed by the stage whose data they score (``DEPTH_STAGE.name``, ``ORDINAL_STAGE.name``).
+DEPTH = DEPTH_STAGE.name
+ORDINAL = ORDINAL_STAGE.name
 
 NYU_KEYS = ["rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3", "mse_norm"]
-
-
-class ConstantDepth(nn.Module):
-    """Predicts one depth everywhere: the baseline a depth model has to beat."""
-
-    def __init__(self, depth: float) -> None:
-        super().__init__()
-        self.depth = depth
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = image.shape
-        return torch.full((b, 1, h, w), self.depth, device=image.device)
-
-
-def mean_train_depth(cfg: ExperimentConfig) -> float:
-    """Mean ground-truth depth over the valid pixels of the training split."""
-    data = nyu_dataset(cfg.replace(data={"augment": False}), "train")
-    total, count = 0.0, 0
-    for batch in make_loader(data, cfg, train=False):
-        total += float(batch["depth"][batch["valid_mask"]].double().sum())
-        count += int(batch["valid_mask"].sum())
-    return total / max(count, 1)
 
 
 def checkpoint_config(payload: dict[str, Any], checkpoint: str, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -61,7 +43,9 @@ def checkpoint_config(payload: dict[str, Any], checkpoint: str, overrides: list[
 def evaluate_checkpoint(
     checkpoint: str, split: str = "test", overrides: list[str] | None = None, device: str = "auto"
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on ``split``: ``{"nyu": {...}, "diw": {...}, "median_scaled": bool}``."""
+    """Metrics of a checkpoint on ``split``: ``{DEPTH: {...}, ORDINAL: {...}, "median_scaled": bool,
+    "baselines": {DEPTH: {...}, ORDINAL: {...}}, ...}``; the baselines (``depthcore.baselines``) are fitted on
+    the training split and scored on ``split`` as the model is."""
     payload = load_checkpoint(checkpoint)
     cfg = checkpoint_config(payload, checkpoint, overrides)
     dev = resolve_device(device, "--device")
@@ -76,36 +60,53 @@ def evaluate_checkpoint(
         full = split == "test"
         data = nyu_dataset(cfg.replace(data={"augment": False}), split, full_res_gt=full)
         loader = make_loader(data, cfg, train=False, batch_size=4 if full else None)
-        result["nyu"] = evaluate_depth(model, loader, dev, full_res=full, median_scale=relative)
+        result[DEPTH] = evaluate_depth(model, loader, dev, full_res=full, median_scale=relative)
         result["nyu_frames"] = len(data)
-        # The trivial predictor every model must beat: the mean training depth everywhere.
-        train_mean = mean_train_depth(cfg)
-        result["nyu_constant"] = evaluate_depth(ConstantDepth(train_mean), loader, dev, full_res=full,
-                                                median_scale=relative)
-        result["train_mean_depth"] = train_mean
     if relative or (cfg.data.diw_root and (cfg.data.diw_test_csv if split == "test" else cfg.data.diw_train_csv)):
         pairs = diw_dataset(cfg, "test" if split == "test" else "val")
-        result["diw"] = evaluate_ordinal(model, make_loader(pairs, cfg, train=False), dev)
+        result[ORDINAL] = evaluate_ordinal(model, make_loader(pairs, cfg, train=False), dev)
         result["diw_pairs"] = len(pairs)
+    found = split_baselines(cfg, split, dev, median_scale=relative)
+    result["baselines"] = {k: found[k] for k in (DEPTH, ORDINAL) if k in found}
+    if "train_mean_depth" in found:
+        result["train_mean_depth"] = found["train_mean_depth"]
     return result
 
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['model']['name']} {result['model']['args']}  stage {result['stage']}  "
              f"epoch {result['epoch']}  split {result['split']}"]
-    if "nyu" in result:
+    if DEPTH in result:
         note = " (after per-image median scaling: the model predicts relative depth)" if result["median_scaled"] else ""
         lines.append(f"NYU Depth V2, {result['nyu_frames']} frames{note}")
         lines.append("  " + "  ".join(f"{k:>8}" for k in NYU_KEYS))
-        lines.append("  " + "  ".join(f"{result['nyu'][k]:8.4f}" for k in NYU_KEYS) + "  model")
-        lines.append("  " + "  ".join(f"{result['nyu_constant'][k]:8.4f}" for k in NYU_KEYS)
-                     + f"  constant {result['train_mean_depth']:.2f} m (mean training depth)")
-        gain = 1.0 - result["nyu"]["rmse"] / result["nyu_constant"]["rmse"]
-        lines.append(f"  RMSE {100 * abs(gain):.1f} % {'below' if gain >= 0 else 'above'} the constant predictor")
-    if "diw" in result:
-        lines.append(f"DIW, {result['diw_pairs']} pairs: accuracy {result['diw']['accuracy']:.4f}  "
-                     f"WHDR {result['diw']['whdr']:.4f}")
+        lines.append("  " + "  ".join(f"{result[DEPTH][k]:8.4f}" for k in NYU_KEYS) + "  model")
+        baselines = result.get("baselines", {}).get(DEPTH, {})
+        for name, values in baselines.items():
+            lines.append("  " + "  ".join(f"{values[k]:8.4f}" for k in NYU_KEYS) + f"  baseline: {TITLES[name]}")
+        lines.append("  " + below_best_line(result[DEPTH]["rmse"], baselines, "rmse", "RMSE"))
+    if ORDINAL in result:
+        lines.append(f"DIW, {result['diw_pairs']} pairs:")
+        lines.append(f"  {'accuracy':>8}  {'WHDR':>8}")
+        lines.append(f"  {result[ORDINAL]['accuracy']:8.4f}  {result[ORDINAL]['whdr']:8.4f}  model")
+        rules = result.get("baselines", {}).get(ORDINAL, {})
+        for name, values in rules.items():
+            lines.append(f"  {values['accuracy']:8.4f}  {values['whdr']:8.4f}  baseline: {TITLES[name]}")
+        lines.append("  " + below_best_line(result[ORDINAL]["accuracy"], rules, "accuracy", "accuracy"))
     return "\n".join(lines)
+
+
+def below_best_line(value: float, baselines: dict[str, dict[str, float]], metric: str, label: str) -> str:
+    """``RMSE 31.2 % below the best baseline (row prior ...)`` or ``accuracy 12.0 points above ...``."""
+    best = best_baseline(baselines, metric)
+    if best is None:
+        return f"{label}: no baseline to compare with"
+    gain = gain_over(value, best[1], metric)
+    if metric == "accuracy":
+        amount = f"{100 * abs(gain):.1f} points {'above' if gain >= 0 else 'below'}"
+    else:
+        amount = f"{100 * abs(gain):.1f} % {'below' if gain >= 0 else 'above'}"
+    return f"{label} {amount} the best baseline ({TITLES[best[0]]})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,18 @@ def _shared_range(gt_valid: np.ndarray, pred: np.ndarray) -> tuple[float, float]
     return low, high
 
 
+def one_per_scene(scenes: list[str], n: int) -> list[int]:
+    """Up to ``n`` sample indices from different scenes, spread evenly over the scenes in order
+    (the first frame of each); with fewer scenes than ``n``, every scene's first frame."""
+    firsts: dict[str, int] = {}
+    for index, scene in enumerate(scenes):
+        firsts.setdefault(scene, index)
+    starts = list(firsts.values())
+    if len(starts) <= n:
+        return starts
+    return [starts[round(k * (len(starts) - 1) / max(n - 1, 1))] for k in range(n)]
+
+
 @torch.no_grad()
 def preview_predictions(
     model: nn.Module,
@@ -171,18 +183,20 @@ def preview_predictions(
     n: int = 4,
     device: str | torch.device = "cpu",
     title: str | None = None,
+    indices: list[int] | None = None,
 ) -> Path:
-    """Predict the first ``n`` samples of ``dataset`` and write their ``prediction_grid``.
+    """Predict ``n`` samples of ``dataset`` and write their ``prediction_grid``.
 
-    The first samples, not random ones, so previews of different trials and epochs show the
-    same images. ``device`` is where ``model`` lives (inputs are moved there; the model is
+    The samples at ``indices`` (e.g. ``one_per_scene``), else the first ``n``; fixed, not
+    random, so previews of different trials and epochs show the same images. ``device`` is where ``model`` lives (inputs are moved there; the model is
     not). The model runs in eval mode and its previous mode is restored afterwards.
     Samples need ``image``, ``depth`` and ``valid_mask`` (a depth dataset such as NYU).
     """
-    count = min(n, len(dataset))
+    chosen = list(indices if indices is not None else range(min(n, len(dataset))))[:n]
+    count = len(chosen)
     if count < 1:
         raise ValueError(f"preview_predictions: the dataset is empty or n={n} < 1")
-    samples = [dataset[i] for i in range(count)]
+    samples = [dataset[i] for i in chosen]
     missing = [key for key in ("image", "depth", "valid_mask") if key not in samples[0]]
     if missing:
         raise ValueError(f"preview_predictions: samples need keys image, depth, valid_mask; missing {', '.join(missing)}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep.redact import redact
+
 RECORD_FILE = "sweep.json"
 
 
@@ -40,6 +42,8 @@ class SweepRecord:
     """The resolved spec (``SweepSpec.to_dict()``)."""
     overrides: list[str] = field(default_factory=list)
     """The ``--set`` items the sweep was started with."""
+    ray_storage_path: str = ""
+    """Ray's results and checkpoints of this sweep (``--storage-path``/<name>, default ``<dir>/ray``)."""
 
     @property
     def path(self) -> Path:
@@ -53,9 +57,10 @@ class SweepRecord:
 def write_record(record: SweepRecord) -> Path:
     """Write ``sweep.json`` atomically (a kill mid-write leaves the old record or none)."""
     record.dir.mkdir(parents=True, exist_ok=True)
+    # URLs are written without their passwords: credentials come from the environment.
     raw = {"name": record.name, "spec": record.spec_path, "stages": record.stages,
-           "optuna_storage": record.optuna_storage, "mlflow_tracking_uri": record.tracking_uri,
-           "overrides": record.overrides, "spec_resolved": record.spec}
+           "optuna_storage": redact(record.optuna_storage), "mlflow_tracking_uri": redact(record.tracking_uri),
+           "ray_storage_path": record.ray_storage_path, "overrides": record.overrides, "spec_resolved": record.spec}
     with tempfile.NamedTemporaryFile("w", dir=record.dir, prefix=".sweep-", suffix=".json", delete=False) as tmp:
         tmp.write(json.dumps(raw, indent=2, default=str))
     Path(tmp.name).replace(record.path)
@@ -66,11 +71,16 @@ def is_sweep_dir(folder: str | Path) -> bool:
     return (Path(folder) / RECORD_FILE).is_file()
 
 
+def require_sqlite_file(what: str, url: str) -> None:
+    """A SQLite store that is gone is an error: MLflow and Optuna would silently create an empty one."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise RecordError(f"{what} {url}: file not found")
+
+
 def read_record(sweep_dir: str | Path, *, check_stores: bool = False) -> SweepRecord:
     """The record of ``sweep_dir``; raises :class:`RecordError` naming the folder or file.
 
-    ``check_stores``: also refuse a record whose SQLite stores are gone (MLflow and Optuna would
-    silently create empty ones).
+    ``check_stores``: also refuse a record whose SQLite stores are gone.
     """
     folder = Path(sweep_dir)
     if not folder.is_dir():
@@ -89,9 +99,8 @@ def read_record(sweep_dir: str | Path, *, check_stores: bool = False) -> SweepRe
     if check_stores:
         if not storage:
             raise RecordError(f"{path}: no optuna_storage")
-        for what, url in (("MLflow store", uri), ("Optuna storage", storage)):
-            if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-                raise RecordError(f"{what} {url}: file not found")
+        require_sqlite_file("MLflow store", uri)
+        require_sqlite_file("Optuna storage", storage)
     return SweepRecord(dir=folder, name=name, spec_path=str(raw.get("spec", "")), stages=list(raw.get("stages", [])),
                        optuna_storage=storage, tracking_uri=uri, spec=raw.get("spec_resolved") or {},
-                       overrides=list(raw.get("overrides", [])))
+                       overrides=list(raw.get("overrides", [])), ray_storage_path=str(raw.get("ray_storage_path", "")))

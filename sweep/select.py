@@ -7,7 +7,8 @@ Selection uses the stage's validation metric only (its default from ``depthcore.
 whatever the spec chose; the parent run's ``depthsweep.metric``/``.mode`` tags say which): a
 trial's score is the best value in its per-epoch history, the epoch whose checkpoint the trial
 logged. Test metrics, which ``sweep.export`` logs to the winners later, are never looked at
-here. A trial is a candidate when it did not fail and logged a finite value (``eligible``).
+here. A trial is a candidate when its run ended (not left RUNNING by a killed driver, nor
+KILLED), it did not fail and it logged a finite value (``eligible``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sweep.tracking import (
     TAG_KIND,
     TAG_METRIC,
     TAG_MODE,
+    TAG_OPTUNA_TRIAL,
     TAG_PARENT,
     TAG_STAGE_PARENT,
     TAG_TRIAL_KEY,
@@ -54,11 +56,13 @@ class TrialRun:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     """Latest value of every metric of the run (``val/*`` at the last epoch, ``test/*`` once exported)."""
+    status: str = "FINISHED"
+    """The MLflow run's status: a trial still training, or cut short, is RUNNING or KILLED."""
 
     @property
     def eligible(self) -> bool:
-        """A candidate for selection: not failed, and a finite validation value."""
-        return self.state != "failed" and math.isfinite(self.value)
+        """A candidate for selection: ended, not failed, and a finite validation value."""
+        return self.status == "FINISHED" and self.state != "failed" and math.isfinite(self.value)
 
     def better_than(self, other: TrialRun | None) -> bool:
         return other is None or better(self.value, other.value, self.mode)
@@ -74,8 +78,10 @@ class Study:
     trials: dict[str, list[TrialRun]]
 
     def ranked(self, stage: str) -> list[TrialRun]:
-        """The stage's eligible trials, best first (ties: the earlier trial key first)."""
-        runs = sorted((r for r in self.trials.get(stage, []) if r.eligible), key=lambda r: r.trial_key)
+        """The stage's eligible trials, best first. Ties go to the trial Optuna sampled first (its
+        trial number follows the seeded sampler, not the timing of parallel trials or Ray's random
+        trial ids), so reruns of a sweep select the same winners."""
+        runs = sorted((r for r in self.trials.get(stage, []) if r.eligible), key=_sampling_order)
         return sorted(runs, key=lambda r: r.value, reverse=bool(runs) and runs[0].mode == "max")
 
     def winners(self) -> dict[str, dict[str, TrialRun]]:
@@ -128,7 +134,7 @@ def load_study(tracking_uri: str, study: str) -> Study:
             run_id=run.info.run_id, stage=stage, architecture=run.data.tags.get(TAG_ARCHITECTURE, "?"),
             trial_key=run.data.tags.get(TAG_TRIAL_KEY, run.info.run_id), state=run.data.tags.get(TAG_TRIAL_STATE, "?"),
             metric=metric, mode=mode, value=value, epoch=epoch, params=dict(run.data.params),
-            tags=dict(run.data.tags), metrics=dict(run.data.metrics),
+            tags=dict(run.data.tags), metrics=dict(run.data.metrics), status=run.info.status,
         ))
     return Study(name=study, experiment_id=experiment.experiment_id, parents=parents, trials=trials)
 
@@ -147,6 +153,11 @@ def value_at(client: MlflowClient, run_id: str, metric: str, step: int) -> float
     """``metric`` of a run at ``step`` (the latest logged at that step), or nan when it has none."""
     at_step = sorted((m.timestamp, m.value) for m in client.get_metric_history(run_id, metric) if m.step == step)
     return float(at_step[-1][1]) if at_step else math.nan
+
+
+def _sampling_order(run: TrialRun) -> tuple[int, str]:
+    number = run.tags.get(TAG_OPTUNA_TRIAL, "")
+    return (int(number) if number.isdigit() else 1 << 30, run.trial_key)
 
 
 def _stage_order(stage: str) -> tuple[int, str]:

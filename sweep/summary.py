@@ -5,23 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from depthcore.baselines import TITLES, best_baseline, gain_over
 from depthcore.config import flatten
-from depthcore.stages import STAGES
+from depthcore.stages import STAGES, mode_of
 from sweep.record import read_record
 from sweep.spec import SweepSpec
 
 
-def format_summary(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown-style table of the best trial per (stage, architecture)."""
+def format_summary(summary: dict[str, dict[str, dict[str, Any]]],
+                   baselines: dict[str, dict[str, dict[str, float]]] | None = None) -> str:
+    """Markdown-style table of the best trial per (stage, architecture), with the stage's baselines
+    (``baselines[stage][name]``: validation numbers under the same ``val/...`` keys) as rows below
+    and a column of how far each winner beats the best of them."""
     lines = []
     for stage, best in summary.items():
         keys = list(STAGES[stage].shown)
+        own = (baselines or {}).get(stage, {})
+        compared = keys[0]
         lines.append(f"\nstage {stage}: best trial per architecture (selected by {next(iter(best.values()))['metric'] if best else keys[0]})")
-        lines.append("| architecture | trial | state | epoch | " + " | ".join(keys) + " | MLflow run |")
-        lines.append("|" + "---|" * (5 + len(keys)))
+        lines.append("| architecture | trial | state | epoch | " + " | ".join(keys) + f" | {beyond_header(compared)} | MLflow run |")
+        lines.append("|" + "---|" * (6 + len(keys)))
+        top = best_baseline(own, compared)
         for arch, row in sorted(best.items()):
             values = " | ".join(f"{row['metrics'].get(k, float('nan')):.4f}" for k in keys)
-            lines.append(f"| {arch} | {row['trial_id']} | {row['state']} | {row['epoch']} | {values} | {row['run_id']} |")
+            gain = beyond_text(row["metrics"].get(compared, float("nan")), top, compared)
+            lines.append(f"| {arch} | {row['trial_id']} | {row['state']} | {row['epoch']} | {values} | {gain} | {row['run_id']} |")
+        for name, numbers in own.items():
+            values = " | ".join(f"{numbers.get(k, float('nan')):.4f}" for k in keys)
+            lines.append(f"| baseline: {TITLES[name]} | – | – | – | {values} | – | – |")
         for arch, row in sorted(best.items()):
             params = ", ".join(f"{k}={v}" for k, v in flatten(row["params"]).items())
             lines.append(f"  {arch}: {params}")
@@ -29,8 +40,24 @@ def format_summary(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def print_summary(summary: dict[str, Any], spec: SweepSpec, sweep_dir: Path, tracking_uri: str, seconds: float) -> None:
-    print(format_summary(summary))
+def beyond_header(metric: str) -> str:
+    """``RMSE below the best baseline`` (an error) or ``accuracy above the best baseline``."""
+    name = metric.split("/")[-1]
+    label = {"rmse": "RMSE", "whdr": "WHDR"}.get(name, name)
+    return f"{label} {'above' if mode_of(metric) == 'max' else 'below'} the best baseline"
+
+
+def beyond_text(value: float, top: tuple[str, float] | None, metric: str) -> str:
+    """A winner's lead over the best baseline: ``31.2 %`` below it (an error) or ``12.0 points`` above it."""
+    if top is None or value != value:
+        return "–"
+    gain = gain_over(value, top[1], metric)
+    return f"{100 * gain:.1f} points" if mode_of(metric) == "max" else f"{100 * gain:.1f} %"
+
+
+def print_summary(summary: dict[str, Any], spec: SweepSpec, sweep_dir: Path, tracking_uri: str, seconds: float,
+                  baselines: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
+    print(format_summary(summary, baselines))
     print(f"\nsweep {sweep_dir.name} finished in {seconds / 60:.1f} min; results in {sweep_dir}")
     print(f"Optuna study: optuna-dashboard or optuna.load_study(storage='sqlite:///{sweep_dir / 'optuna.db'}')")
     print(mlflow_ui_line(tracking_uri))
@@ -49,7 +76,7 @@ def next_steps(sweep_dir: Path, *, export: bool, report: bool) -> str:
     if report:
         lines.append(f"  report:   {sweep_dir / 'report' / 'report.md'} (and report.html)")
     if export:
-        lines.append(f"  models:   {sweep_dir / 'export'}/<architecture>-<stage>/ (MODEL_CARD.md, model.pt, model.onnx)")
-        lines.append(f"  predict:  python -m sweep.predict --model {sweep_dir / 'export'}/unetpp-nyu  YOUR_IMAGES/")
+        lines.append(f"  models:   {sweep_dir / 'export'}/<architecture>-<stage>/ (MODEL_CARD.md, model.pt2, model.onnx)")
+        lines.append(f"  predict:  python -m sweep.predict --model {sweep_dir / 'export'}/<architecture>-<stage>  YOUR_IMAGES/")
     lines.append("  " + mlflow_ui_line(record.tracking_uri))
     return "\n".join(lines)

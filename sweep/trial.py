@@ -6,37 +6,50 @@ forwards it to ``ray.tune.report`` with a checkpoint, logs the epoch to the tria
 MLflow run, and — whenever the validation metric improves — logs that epoch's
 checkpoint and a preview image, so even a trial that ASHA stops early leaves its best
 checkpoint in MLflow.
+
+The training code (torch, the engine, the model families, matplotlib for the preview) is
+imported inside the functions that use it, not at module level: the sweep's driver imports
+this module for ``TrialContext`` and every trial process imports it to unpickle one, and
+neither should pay seconds of imports for code that runs only once a trial trains.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray.tune
-import torch
+import ray.util
 from ray.tune import Checkpoint
 
-from depthcore.checkpoint import load_checkpoint
 from depthcore.config import ExperimentConfig, flatten
-from depthcore.engine import fit
-from depthcore.loaders import nyu_dataset
-from depthcore.models import count_parameters
 from depthcore.stages import STAGES, worst
-from depthcore.viz import preview_predictions
 from sweep.select import best_in_history
 from sweep.spec import SweepSpec
-from sweep.tracking import TAG_OPTUNA_TRIAL, TAG_PARAMETER_COUNT, TAG_RAY_TRIAL, USER_ATTR_MLFLOW, TrialTracker
+from sweep.study import STAGE1_PARAM
+from sweep.tracking import (
+    TAG_ARCHITECTURE,
+    TAG_OPTUNA_TRIAL,
+    TAG_PARAMETER_COUNT,
+    TAG_RAY_NODE,
+    TAG_RAY_TRIAL,
+    USER_ATTR_MLFLOW,
+    TrialTracker,
+)
+from sweep.tracking.store import TrackingError, bound_http_retries
+from sweep.tracking.views import trial_number, trial_run_name
 from sweep.trial_tags import trial_tags
+
+if TYPE_CHECKING:
+    import torch
 
 OPTUNA_TRIAL_KEY = "optuna_trial"
 """Config key the searcher adds: the Optuna trial number, tagged on the MLflow run."""
-STAGE1_PARAM = "stage1_trial"
-"""Stage-2 parameter naming the stage-1 trial whose best checkpoint is fine-tuned."""
 
 
 @dataclass
@@ -61,6 +74,33 @@ def trial_key(study: str, stage: str, trial_id: str) -> str:
     return f"{study}/{stage}/{trial_id}"
 
 
+@dataclass(frozen=True)
+class TrialRun:
+    """What a trial's MLflow run is made of: written by the trial, and again by ``sweep.relog``."""
+
+    key: str
+    config: ExperimentConfig
+    params: dict[str, Any]
+    tags: dict[str, Any]
+    name: str
+
+
+def trial_run(ctx: TrialContext, config: dict[str, Any], trial_id: str, out_dir: str, node: str | None = None) -> TrialRun:
+    """The run of trial ``trial_id`` with sampled ``config``: its depthcore config, params, tags and name."""
+    cfg, lineage = build_trial_config(ctx, config, out_dir)
+    tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), TAG_RAY_TRIAL: trial_id}
+    if node:
+        tags[TAG_RAY_NODE] = node
+    if OPTUNA_TRIAL_KEY in config:
+        tags[TAG_OPTUNA_TRIAL] = str(config[OPTUNA_TRIAL_KEY])
+    params = cfg.flat()
+    if lineage:
+        params["stage1_trial"] = lineage["stage1_trial"]
+    number = trial_number(config.get(OPTUNA_TRIAL_KEY), trial_id)
+    return TrialRun(trial_key(ctx.study_name, ctx.stage, trial_id), cfg, params, tags,
+                    trial_run_name(tags[TAG_ARCHITECTURE], ctx.stage, number))
+
+
 def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) -> tuple[ExperimentConfig, dict[str, str]]:
     """The depthcore config of a trial, and its lineage tags (stage 2)."""
     flat = flatten(params)
@@ -81,29 +121,51 @@ def build_trial_config(ctx: TrialContext, params: dict[str, Any], out_dir: str) 
     if parent is not None:
         # The model is the stage-1 checkpoint's (recorded in the top-k rows, so the checkpoint is
         # opened once, by fit); recording it keeps the run's model/* params true.
+        from depthcore.checkpoint import load_checkpoint
+
         model = parent.get("model") or load_checkpoint(str(parent["checkpoint"]))["model"]
         raw["model"] = {"name": model["name"], "args": dict(model["args"])}
     return ExperimentConfig.from_dict(raw, source=f"trial config ({ctx.stage})"), lineage
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune function trainable: ``config`` holds the sampled parameters (nested by ``/``)."""
+    """Ray Tune function trainable: ``config`` holds the sampled parameters (nested by ``/``).
+
+    The engine's own output (its epoch checkpoints, ``best/``) and the preview images go to a
+    scratch folder removed when the trial ends: what a trial keeps is what it reported, the
+    checkpoints Ray copies to the storage path at each ``report``. Not Ray's trial folder: on
+    the driver's node Ray copies that folder to the storage path again and again, and never
+    deletes what the engine pruned (a 3-epoch trial left 3 epoch checkpoints there).
+    """
     # Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial; the
     # driver's one line per trial is the progress output.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    tune_ctx = ray.tune.get_context()
-    trial_id = tune_ctx.get_trial_id()
-    out_dir = str(Path(tune_ctx.get_trial_dir()) / "train")
-    cfg, lineage = build_trial_config(ctx, config, out_dir)
-    tags = {**trial_tags(cfg, stage1_run_id=lineage.get("stage1_run_id")), TAG_RAY_TRIAL: trial_id}
-    if OPTUNA_TRIAL_KEY in config:
-        tags[TAG_OPTUNA_TRIAL] = str(config[OPTUNA_TRIAL_KEY])
-    tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id,
-                           trial_key(ctx.study_name, ctx.stage, trial_id))
-    params = cfg.flat()
-    if lineage:
-        params["stage1_trial"] = lineage["stage1_trial"]
-    tracker.start(params=params, tags=tags, run_name=f"{ctx.stage}-{trial_id}")
+    bound_http_retries()
+    trial_id = ray.tune.get_context().get_trial_id()
+    prefix = f"depthsweep-{trial_id}-"
+    for killed in Path(tempfile.gettempdir()).glob(f"{prefix}*"):  # an earlier attempt's, killed on this node
+        shutil.rmtree(killed, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        _train(config, ctx, trial_id, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config: dict[str, Any], ctx: TrialContext, trial_id: str, scratch: Path) -> None:
+    from depthcore.checkpoint import FILENAME
+    from depthcore.engine import fit
+    from depthcore.models import count_parameters
+
+    run = trial_run(ctx, config, trial_id, str(scratch / "train"), node=ray.util.get_node_ip_address())
+    cfg = run.config
+    tracker = TrialTracker(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, run.key)
+    try:
+        tracker.start(params=run.params, tags=run.tags, run_name=run.name)
+    except TrackingError as err:
+        # The server went away after the sweep's check: train without it, and the stage's end
+        # (or --resume) logs the trial from Ray's records (sweep.relog).
+        tracker.go_offline(str(err))
     tracker.log_config(cfg.to_dict())
     metric, mode = ctx.spec.stages[ctx.stage].metric, ctx.spec.stages[ctx.stage].mode
     best = {"value": worst(mode)}
@@ -119,16 +181,20 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         improved = math.isfinite(value) and (value < best["value"] if mode == "min" else value > best["value"])
         if improved and checkpoint_dir is not None:
             best["value"] = value
-            tracker.log_best_checkpoint(checkpoint_dir)
+            epoch = int(metrics["epoch"])
+            tracker.log_best(metrics, epoch)
+            # The engine's weights-only copy of this epoch (best/): export needs no optimizer state.
+            weights = scratch / "train" / "best"
+            tracker.log_best_checkpoint(weights if (weights / FILENAME).is_file() else checkpoint_dir)
             try:
-                tracker.log_preview(_preview(cfg, built["model"]))
+                tracker.log_preview(_preview(cfg, built["model"], epoch, scratch), epoch)
             except Exception as err:  # a picture is not worth a trial
                 print(f"trial {trial_id}: preview image failed: {err}", flush=True)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # The run id travels with the result, so the searcher links the Optuna trial to it.
         ray.tune.report({**metrics, USER_ATTR_MLFLOW: tracker.run_id or ""}, checkpoint=checkpoint)
 
-    built: dict[str, torch.nn.Module] = {}
+    built: dict[str, Any] = {}
 
     def on_model(model: torch.nn.Module) -> None:
         # The network fit trains: counted here, and previewed live (it holds the epoch just saved).
@@ -143,9 +209,13 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         fit(cfg, report=report, on_model=on_model)
 
 
-def _preview(cfg: ExperimentConfig, model: torch.nn.Module) -> Path:
-    """Input | ground truth | prediction on the first validation frames (NYU), by the model being trained."""
+def _preview(cfg: ExperimentConfig, model: torch.nn.Module, epoch: int, scratch: Path) -> Path:
+    """Input | ground truth | prediction on validation frames of four scenes (NYU), by the model being trained."""
+    from depthcore.loaders import nyu_dataset
+    from depthcore.viz import one_per_scene, preview_predictions
+
     data = nyu_dataset(cfg.replace(data={"augment": False}), "val")
-    path = Path(tempfile.mkdtemp(prefix="preview-")) / "preview.png"
+    path = scratch / "preview.png"
     device = next(model.parameters()).device
-    return preview_predictions(model, data, path, n=4, device=device)
+    return preview_predictions(model, data, path, n=4, device=device, indices=one_per_scene(data.scenes, 4),
+                               title=f"validation split, epoch {epoch}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from depthcore._registry import MODELS
 from depthcore.config import ExperimentConfig
-from depthcore.models import PRESETS
-from sweep.spec import family
+from depthcore.models import describe_model as depthcore_describe
 from sweep.tracking import TAG_ARCHITECTURE, TAG_ENCODER, TAG_PARAMETER_COUNT, TAG_STAGE, TAG_STAGE1_RUN
 
 
@@ -34,28 +31,10 @@ def trial_tags(
 
 
 def describe_model(name: str, args: Mapping[str, Any], parameter_count: int | None = None) -> dict[str, str]:
-    """``{"architecture": "unetpp", "encoder": "mobilenet_v2", "parameter_count": "3250281"}``.
-
-    ``architecture`` is the family (a preset such as ``unetpp_3m`` maps to ``unetpp``);
-    ``encoder`` is U-Net++'s encoder, or for LR-ASPP its backbone ``mobilenet_v3_<size>``
-    with ``_x<width_mult>`` when widened.
-    """
-    architecture = family(name)
-    defaults = {
-        p.name: p.default
-        for p in inspect.signature(MODELS.get(architecture)).parameters.values()
-        if p.default is not inspect.Parameter.empty
-    }
-    preset_args = dict(PRESETS[name].args) if name in PRESETS else {}
-    resolved = {**defaults, **preset_args, **args}
-    if architecture == "lraspp":
-        width = float(resolved.get("width_mult", 1.0))
-        encoder = f"mobilenet_v3_{resolved.get('size', 'large')}" + ("" if width == 1.0 else f"_x{width:g}")
-    else:
-        encoder = str(resolved.get("encoder", ""))
-    tags = {TAG_ARCHITECTURE: architecture, TAG_ENCODER: encoder}
+    """``{"architecture": "unetpp", "encoder": "mobilenet_v2", "parameter_count": "3250281"}``: the
+    family and encoder from ``depthcore.models.describe_model`` (each family says its own encoder)."""
+    described = depthcore_describe(name, dict(args))
+    tags = {TAG_ARCHITECTURE: described["architecture"], TAG_ENCODER: described["encoder"]}
     if parameter_count is not None:
         tags[TAG_PARAMETER_COUNT] = str(int(parameter_count))
     return tags
-
-

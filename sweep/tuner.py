@@ -1,28 +1,27 @@
 """All of Ray for the sweep's driver: the runtime, one Tuner per stage (Optuna TPE under a
-concurrency limit, ASHA early stopping), restore, and plain records of what the trials did.
+concurrency limit, ASHA early stopping), restore after an unclean stop, and ``sweep.study``'s plain
+records of what the trials did. ``sweep.trial`` is the only other module that imports Ray.
 
-``sweep.trial`` is the only other module that imports Ray (the trial's reporting API).
-
-Ray's ``OptunaSearch`` tells Optuna that every trial that ended without an error
-COMPLETED — including ASHA-stopped ones — and leaves a trial that reported NaN
-RUNNING. ``TrueStateOptunaSearch`` records what happened: COMPLETE only when the
-trial ran all its epochs, PRUNED (with its last value) when the scheduler stopped
-it, FAIL for errors and non-finite metrics. The value told is the trial's best epoch's
-(what selection uses), and each Optuna trial carries the Ray trial id and MLflow run id
-as user attributes. ``OptunaSearch`` offers no public hook for the trial objects, so this
-is the one module that reads its private ``_ot_trials``, ``_ot_study`` and
-``_completed_trials`` (``tests/sweep/test_tuner_upstream.py`` fails when they change).
+Ray's ``OptunaSearch`` tells Optuna that every trial that ended without an error COMPLETED —
+ASHA-stopped ones too — and leaves a trial that reported NaN RUNNING. ``TrueStateOptunaSearch``
+records COMPLETE only when the trial ran all its epochs, PRUNED (with its last value) when the
+scheduler stopped it, FAIL for errors and non-finite metrics; the value told is the best epoch's
+(what selection uses), and each Optuna trial carries the Ray trial id and MLflow run id as user
+attributes. ``OptunaSearch`` offers no public hook for the trial objects, so this module reads
+its private ``_ot_trials``, ``_ot_study`` and ``_completed_trials``
+(``tests/sweep/test_tuner_upstream.py`` fails when they change).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +29,48 @@ import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune import CheckpointConfig, RunConfig
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
 
 from depthcore.config import flatten
-from depthcore.stages import FIRST_STAGE, better
-from sweep.spec import SweepSpec
+from depthcore.errors import one_line
+from depthcore.stages import better
+from sweep.reconcile import latest_snapshot, reconcile_stage, write_atomic
+from sweep.study import StageOutcome, TrialRecord, model_first_points, optuna_storage, stage_sampler
 from sweep.tracking import USER_ATTR_MLFLOW, USER_ATTR_RAY, finish_trial_run
+from sweep.tracking.store import first_line
 from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, run_trial, trial_key
 
 log = logging.getLogger(__name__)
 
+MAX_FAILURES = 2
+"""Retries of a trial whose worker crashed or whose node was lost, each from its last checkpoint."""
 
+
+USER_ATTR_BEST = "best_value"
+"""Optuna user attribute: the trial's best epoch's value (its Optuna value too, unless it was PRUNED)."""
 
 
 class TrueStateOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that records early-stopped trials as PRUNED and NaN/errors as FAIL, tells
-    the best epoch's value, and links each Optuna trial to its Ray trial and MLflow run."""
+    """Early-stopped trials PRUNED, NaN/errors FAIL, the best epoch's value told; links the records."""
 
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._best: dict[str, float] = {}
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        # optuna-dashboard and Optuna's plots label the value with this name, not "Objective 0".
+        if self._ot_study is not None and isinstance(self._metric, str):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names([self._metric])
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
@@ -71,7 +86,16 @@ class TrueStateOptunaSearch(OptunaSearch):
         if ot_trial is not None and run_id and USER_ATTR_MLFLOW not in ot_trial.user_attrs:
             ot_trial.set_user_attr(USER_ATTR_MLFLOW, run_id)
 
+    def ended(self, trial_id: str) -> bool:
+        """Optuna holds the trial as finished (read from the storage, not from this object's memory)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or self._ot_study is None:
+            return True
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.ended(trial_id):
+            return  # told already (before a kill of the driver): Optuna refuses a second report
         self._link(trial_id, result)
         value = result.get(self.metric)
         # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
@@ -84,6 +108,9 @@ class TrueStateOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if self.ended(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         self._link(trial_id, result)
         ot_trial = self._ot_trials[trial_id]
         study = self._ot_study
@@ -92,18 +119,39 @@ class TrueStateOptunaSearch(OptunaSearch):
         epochs = int((result or {}).get("epoch", 0))
         if error or value is None or not math.isfinite(value):
             study.tell(ot_trial, state=TrialState.FAIL)
-        elif epochs < self._max_epochs:
-            # Optuna fills a pruned trial's value from its last intermediate value, but Ray passes
-            # the result that made ASHA stop the trial only here, not to on_trial_result.
-            step = int(result[TRAINING_ITERATION]) if result and TRAINING_ITERATION in result else epochs
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # Optuna keeps the first report of a step
-                ot_trial.report(value, step)
-            study.tell(ot_trial, state=TrialState.PRUNED)
         else:
-            # Selection ranks a trial by its best epoch: Optuna's value is that one too.
-            study.tell(ot_trial, self._best.get(trial_id, value), state=TrialState.COMPLETE)
+            # Ray passes the last result (the one that made ASHA stop the trial, or a finished
+            # trial's last) only here, not to on_trial_result: it becomes the last intermediate
+            # value, so every epoch is on the trial's curve.
+            _report_last(ot_trial, result, value, epochs)
+            if better(value, self._best.get(trial_id, math.nan), self.mode):
+                self._best[trial_id] = float(value)
+            # Selection ranks a trial by its best epoch: a COMPLETE trial's Optuna value; beside a
+            # PRUNED one (Optuna refuses it a value), the user attribute.
+            ot_trial.set_user_attr(USER_ATTR_BEST, self._best[trial_id])
+            if epochs < self._max_epochs:
+                study.tell(ot_trial, state=TrialState.PRUNED)
+            else:
+                study.tell(ot_trial, self._best[trial_id], state=TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
+
+
+class TrueStateLimiter(ConcurrencyLimiter):
+    """Counts in flight only trials Optuna holds unfinished: a restored limiter would otherwise keep
+    a slot forever for a trial that ended after Ray's last snapshot (``sweep.reconcile``)."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        searcher = self.searcher
+        if isinstance(searcher, TrueStateOptunaSearch):
+            self.live_trials = {t for t in self.live_trials if not searcher.ended(t)}
+        return super().suggest(trial_id)
+
+
+def _report_last(ot_trial: optuna.Trial, result: dict | None, value: float, epochs: int) -> None:
+    step = int(result[TRAINING_ITERATION]) if result and TRAINING_ITERATION in result else epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna keeps the first report of a step
+        ot_trial.report(value, step)
 
 
 class TrialStateCallback(tune.Callback):
@@ -120,6 +168,7 @@ class TrialStateCallback(tune.Callback):
         self.num_samples = num_samples
         self.states: dict[str, str] = {}
         self.best: float | None = None
+        self.tracking_errors = 0
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         params = ", ".join(f"{k}={_short(v)}" for k, v in flatten(trial.config).items())
@@ -127,9 +176,14 @@ class TrialStateCallback(tune.Callback):
 
     def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
         self.states[trial.trial_id] = state
-        # No run to close when the trial failed before it started one.
-        finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
-                         trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)
+        try:  # no run to close when the trial failed before it started one
+            finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
+                             trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)
+        except Exception as err:  # MLflow is away: sweep.relog closes the run at the stage's end
+            self.tracking_errors += 1
+            if self.tracking_errors == 1:
+                print(f"[{self.ctx.stage}] MLflow is not answering ({first_line(err)}); the trials go on, and "
+                      f"the stage's end logs what it missed", flush=True)
         stage = self.ctx.spec.stages[self.ctx.stage]
         last = trial.last_result or {}
         value = last.get(stage.metric)
@@ -161,29 +215,6 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-
-
-def study_exists(storage_url: str, name: str) -> bool:
-    return name in optuna.get_all_study_names(storage=optuna_storage(storage_url))
-
-
-def model_first_points(spec: SweepSpec, stage: str) -> list[dict[str, Any]]:
-    """One first trial per choice of a searched ``model/name`` in stage ``nyu`` (else none).
-
-    TPE spends trials where results are good, and its random start-up trials may miss a model
-    altogether; enqueueing one trial per model makes sure each architecture is tried at least
-    once before TPE takes over. Needs ``num_samples`` of at least the number of choices.
-    """
-    dist = spec.stage_space(stage).get("model/name") if stage == FIRST_STAGE else None
-    if not isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return []
-    if len(dist.choices) > spec.stages[stage].num_samples:
-        return []
-    return [{"model/name": choice} for choice in dist.choices]
-
-
 def build_tuner(
     ctx: TrialContext,
     *,
@@ -209,13 +240,7 @@ def build_tuner(
     extra = {STAGE1_PARAM: optuna.distributions.CategoricalDistribution(stage1_choices)} if stage1_choices else None
     define_by_run = spec.sampler(stage, extra_space=extra)
 
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.study.seed,
-        n_startup_trials=spec.study.n_startup_trials,
-        # Without a constant liar, concurrent workers ask TPE the same question and get the
-        # same answer; with it, running trials count as bad results while they run.
-        constant_liar=True,
-    )
+    sampler = stage_sampler(spec)
     searcher = TrueStateOptunaSearch(
         space=define_by_run, metric=stage_spec.metric, mode=stage_spec.mode, sampler=sampler,
         study_name=optuna_study, storage=optuna_storage(storage_url), max_epochs=max_epochs,
@@ -234,7 +259,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=stage_spec.metric,
             mode=stage_spec.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.study.max_concurrent),
+            search_alg=TrueStateLimiter(searcher, max_concurrent=spec.study.max_concurrent),
             scheduler=scheduler,
             num_samples=num_samples,
             time_budget_s=spec.study.time_budget_s,
@@ -244,10 +269,14 @@ def build_tuner(
         run_config=RunConfig(
             name=stage,
             storage_path=str(ray_dir.resolve()),
+            # The best checkpoint by the stage's metric and the latest (Ray keeps it: what a resume continues
+            # from); num_to_keep=1 snapshots the experiment at each checkpoint, ray_runtime mutes the warning.
             checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=stage_spec.metric, checkpoint_score_order=stage_spec.mode,
+                num_to_keep=1, checkpoint_score_attribute=stage_spec.metric, checkpoint_score_order=stage_spec.mode,
             ),
             callbacks=[TrialStateCallback(ctx, max_epochs, num_samples)],
+            # A crashed worker or a lost node: retried from the last checkpoint, a bounded number of times.
+            failure_config=FailureConfig(max_failures=MAX_FAILURES),
             # Our callback prints one line per trial start and end; Ray's tables are noise here.
             verbose=0,
         ),
@@ -265,11 +294,13 @@ def _trainable(ctx: TrialContext, trainable: Callable[[dict[str, Any], TrialCont
 
 @contextmanager
 def ray_runtime(address: str | None) -> Iterator[None]:
-    """Connect to the cluster at ``address``, or start a local runtime (stopped on exit)."""
+    """Connect to the cluster at ``address``, or start a local runtime of its own (stopped on exit),
+    not joining one that `ray start` left on this machine (``ray.init()`` would)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # see RunConfig
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
     try:
         yield
     finally:
@@ -277,28 +308,10 @@ def ray_runtime(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """What one Ray trial of a finished stage did, without Ray types."""
-
-    trial_id: str
-    params: dict[str, Any]
-    """The sampled parameters (nested by ``/``, as Ray passes them)."""
-    error: str | None
-    """The first line of the trial's error, if it failed."""
-    history: list[dict[str, Any]]
-    """One dict of reported values per epoch."""
-    checkpoint: str | None
-    """The checkpoint of the trial's best epoch by the stage's metric (None without one)."""
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    trials: list[TrialRecord]
-    interrupted: bool
-    """Tune returned early (Ctrl-C / SIGINT): some trials did not finish; the state is saved."""
-    finished: int
-    """Trials that ended (completed, stopped early or failed)."""
+def cluster_nodes() -> list[dict[str, float | str]]:
+    """The alive nodes of the connected cluster, each ``{"ip", "cpu", "gpu"}`` (for ``sweep.preflight``)."""
+    return [{"ip": n["NodeManagerAddress"], "cpu": n["Resources"].get("CPU", 0), "gpu": n["Resources"].get("GPU", 0)}
+            for n in ray.nodes() if n.get("Alive")]
 
 
 def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: bool,
@@ -309,24 +322,78 @@ def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: boo
     own = spec.stages[stage]
     path = ray_dir / stage
     if resume and tune.Tuner.can_restore(str(path)):
+        reconciled = reconcile_stage(path, optuna_storage(storage_url), f"{ctx.study_name}-{stage}", ctx.tracking_uri,
+                                     ctx.study_name, trial_key(ctx.study_name, stage, ""))
+        if reconciled:
+            print(f"[{stage}] reconciled after an unclean stop: {reconciled.describe()}", flush=True)
+        _restorable(path)  # errored trials stay failed below: rerunning one would contradict Optuna's FAIL
         tuner = tune.Tuner.restore(str(path.resolve()), trainable=_trainable(ctx, trainable),
-                                   resume_unfinished=True, resume_errored=True, restart_errored=False)
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
         # Not on resume: a resumed study already holds the enqueued trials.
         tuner = build_tuner(ctx, storage_url=storage_url, optuna_study=f"{ctx.study_name}-{stage}", ray_dir=ray_dir,
                             num_samples=own.num_samples, max_epochs=spec.max_epochs(stage),
                             stage1_choices=stage1_choices, trainable=trainable,
-                            first_points=None if resume else model_first_points(spec, stage))
-    results = tuner.fit()
+                            first_points=None if resume else model_first_points(spec, stage, ctx.stage1))
+    results, sigint = _fit_watching_sigint(tuner)
     records = []
     for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
         df = result.metrics_dataframe
         history = df.to_dict("records") if df is not None else []
-        checkpoint = result.get_best_checkpoint(own.metric, own.mode) if history else None
-        error = str(result.error).strip().splitlines()[0] if result.error else None
+        checkpoint = _best_checkpoint(result, own.metric, own.mode) if history else None
+        # Ray wraps a trial's exception (RayTaskError); its ``cause`` is what the trial raised.
+        error = one_line(getattr(result.error, "cause", None) or result.error) if result.error else None
         records.append(TrialRecord(trial_id=str(result.metrics.get("trial_id") or result.path.split("/")[-1]),
                                    params=dict(result.config or {}), error=error, history=history,
-                                   checkpoint=checkpoint.path if checkpoint else None))
+                                   checkpoint=checkpoint))
     unfinished = len(results) - results.num_terminated - results.num_errors
-    interrupted = unfinished > 0 or (spec.study.time_budget_s is None and len(results) < own.num_samples)
+    interrupted = sigint or unfinished > 0 or (spec.study.time_budget_s is None and len(results) < own.num_samples)
     return StageOutcome(records, interrupted, results.num_terminated + results.num_errors)
+
+
+def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
+    """The best checkpoint by ``metric`` that exists: Ray's list less any rotated away after its last
+    snapshot (a trial ended by ``sweep.reconcile``); else the newest on disk."""
+    scored = [(float(m[metric]), c.path) for c, m in result.best_checkpoints or []  # reported flat: val/rmse
+              if Path(c.path).is_dir() and isinstance(m.get(metric), (int, float)) and math.isfinite(m[metric])]
+    if scored:
+        return (min(scored) if mode == "min" else max(scored))[1]
+    on_disk = sorted(Path(result.path).glob("checkpoint_*"))
+    return str(on_disk[-1]) if on_disk else None
+
+
+def _fit_watching_sigint(tuner: tune.Tuner) -> tuple[Any, bool]:
+    """``tuner.fit()``, and whether a SIGINT stopped it: Tune swaps in its own handler for the run
+    and puts back the one it found on the first SIGINT, so finding ours back means Tune saw one
+    (the results alone cannot tell when only pending trials were left)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # ours: KeyboardInterrupt
+    try:
+        results = tuner.fit()
+        return results, signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _restorable(stage_dir: Path) -> list[str]:
+    """Point each unfinished trial of Ray's snapshot at a checkpoint that still exists: the snapshot
+    lags, and rotation (``num_to_keep``) may have deleted the latest one it names before a kill.
+    Such a trial resumes from its newest checkpoint left (from scratch if none). Returns their ids."""
+    snapshot = latest_snapshot(stage_dir)
+    if snapshot is None:
+        return []
+    raw = json.loads(snapshot.read_text())
+    changed = []
+    for entry in raw["trial_data"]:
+        meta = _loads_with_cloudpickle(entry[1])
+        manager = meta.get("checkpoint_manager")
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        if json.loads(entry[0])["status"] in ("TERMINATED", "ERROR") or latest is None or Path(latest.checkpoint.path).is_dir():
+            continue
+        kept = [r for r in manager._checkpoint_results if Path(r.checkpoint.path).is_dir()]
+        manager._checkpoint_results = kept
+        manager._latest_checkpoint_result = max(kept, key=lambda r: r.checkpoint.path) if kept else None
+        entry[1] = json.dumps(meta, indent=2, cls=TuneFunctionEncoder)
+        changed.append(json.loads(entry[0])["trial_id"])
+    if changed:
+        write_atomic(snapshot, json.dumps(raw))
+    return changed

@@ -2,7 +2,12 @@
 
 Rendered indoor rooms (see :mod:`render`) give images whose depth can be learned from
 appearance, so the whole pipeline (loader, cache, training, both evaluations) can run and be
-tested without the 2.8 GB download. Deterministic by seed.
+tested without the 2.8 GB download. Deterministic by seed. DIW-style pairs are drawn so that
+the rule "the upper point is farther" scores 50 % on them (:mod:`depthcore.data.pairs`).
+
+The generator writes ``synthetic.json`` (its ``GENERATOR_VERSION`` and arguments) last; a folder
+without it, or made by another version or with other arguments, is not current
+(:func:`synthetic_is_current`) and is regenerated rather than reused.
 
     python -m depthcore.data.synthetic --out DIR [--frames N] [--height H] [--width W] [--seed S]
 """
@@ -10,6 +15,8 @@ tested without the 2.8 GB download. Deterministic by seed.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import sys
 import time
@@ -20,14 +27,17 @@ import scipy.io
 from PIL import Image
 
 from depthcore.data.matfile import create_numeric, create_v73, write_cellstr, write_v73_header
+from depthcore.data.pairs import draw_pair
 from depthcore.data.render import jitter_camera, kinect_raw, render
 from depthcore.data.rooms import SCENE_TYPES, sample_camera, sample_room
 from depthcore.data.splits import carve_val_by_scene
 
 NYU_NAME = "nyu_depth_v2_labeled.mat"
 SPLIT_NAME = "splits.mat"
+MANIFEST_NAME = "synthetic.json"
 TEST_FRACTION = 0.45  # the official split has 654 / 1449 test frames
-MIN_DEPTH_RATIO = 1.15  # DIW pairs must be clearly ordered
+GENERATOR_VERSION = 2
+"""Raised whenever the generator's output changes (2: pairs drawn against the vertical rule)."""
 
 
 class _Progress:
@@ -107,20 +117,6 @@ def write_split(path: Path, scenes: list[str], seed: int) -> None:
     )
 
 
-def _ordered_pair(depth: np.ndarray, farther_first: bool, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """0-based (y_A, x_A, y_B, x_B) with a clear depth ratio; A farther iff ``farther_first``."""
-    h, w = depth.shape
-    ys, xs = rng.integers(0, h, (2, 256)), rng.integers(0, w, (2, 256))
-    da, db = depth[ys[0], xs[0]], depth[ys[1], xs[1]]
-    ratio = np.maximum(da, db) / np.minimum(da, db)
-    clear = np.flatnonzero(ratio > MIN_DEPTH_RATIO)
-    k = int(clear[0]) if clear.size else int(ratio.argmax())
-    a, b = (ys[0, k], xs[0, k]), (ys[1, k], xs[1, k])
-    if (depth[a] > depth[b]) != farther_first:
-        a, b = b, a
-    return int(a[0]), int(a[1]), int(b[0]), int(b[1])
-
-
 def write_diw(root: Path, name: str, count: int, seed: int, stream: int, progress: bool) -> Path:
     """Render ``count`` images of varying size and a DIW-format CSV for them."""
     folder = root / "images" / name
@@ -136,7 +132,7 @@ def write_diw(root: Path, name: str, count: int, seed: int, stream: int, progres
         rgb, depth, _ = render(room, camera, height, width, rng)
         relative = f"./images/{name}/{i:05d}.png"
         Image.fromarray(rgb).save(root / relative)
-        y_a, x_a, y_b, x_b = _ordered_pair(depth, farther_first=i % 2 == 0, rng=rng)
+        y_a, x_a, y_b, x_b = draw_pair(depth, i, rng)
         ordinal = ">" if i % 2 == 0 else "<"
         lines += [relative, f"{y_a + 1},{x_a + 1},{y_b + 1},{x_b + 1},{ordinal},{width},{height}"]
         report.update(i + 1)
@@ -151,6 +147,24 @@ def synthetic_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
     diw = out / "diw"
     return {"nyu_path": out / NYU_NAME, "split_file": out / SPLIT_NAME, "diw_root": diw,
             "diw_train_csv": diw / "DIW_train_val.csv", "diw_test_csv": diw / "DIW_test.csv"}
+
+
+def _manifest(**arguments: int) -> dict[str, object]:
+    return {"generator_version": GENERATOR_VERSION, "arguments": arguments}
+
+
+def synthetic_is_current(out_dir: str | os.PathLike, **arguments: int) -> bool:
+    """Whether ``out_dir`` holds a complete dataset of this generator version made with ``arguments``
+    (the keyword arguments of :func:`generate_synthetic`; unset ones take its defaults)."""
+    manifest = Path(out_dir) / MANIFEST_NAME
+    try:
+        found = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    defaults = {name: p.default for name, p in inspect.signature(generate_synthetic).parameters.items()
+                if name not in ("out_dir", "progress")}
+    expected = _manifest(**{**defaults, **arguments})
+    return found == expected and all(p.exists() for p in synthetic_paths(out_dir).values())
 
 
 def generate_synthetic(
@@ -173,18 +187,24 @@ def generate_synthetic(
         raise ValueError(f"height and width must be >= 8, found {height}x{width}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # written again only once everything is
     nyu = out / NYU_NAME
     scenes = write_nyu_mat(nyu, num_frames, height, width, seed, progress)
     split = out / SPLIT_NAME
     write_split(split, scenes, seed)
     diw_root = synthetic_paths(out)["diw_root"]
-    return {
+    written = {
         "nyu_mat": nyu,
         "split_file": split,
         "diw_root": diw_root,
         "diw_train_csv": write_diw(diw_root, "train_val", diw_train, seed, stream=4, progress=progress),
         "diw_test_csv": write_diw(diw_root, "test", diw_test, seed, stream=5, progress=progress),
     }
+    arguments = {"num_frames": num_frames, "height": height, "width": width, "diw_train": diw_train,
+                 "diw_test": diw_test, "seed": seed}
+    (out / MANIFEST_NAME).write_text(json.dumps(_manifest(**arguments), indent=2) + "\n")
+    return written
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diw-test", type=int, default=100, help="DIW test images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--keep-current", action="store_true",
+                        help="do nothing when --out already holds this generator version's dataset with these settings")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    settings = {"num_frames": args.frames, "height": args.height, "width": args.width, "diw_train": args.diw_train,
+                "diw_test": args.diw_test, "seed": args.seed}
+    if args.keep_current and synthetic_is_current(args.out, **settings):
+        print(f"{args.out}: current (generator version {GENERATOR_VERSION}, same settings); kept")
+        return 0
     try:
         paths = generate_synthetic(
             args.out,

@@ -74,20 +74,29 @@ class DepthModel(nn.Module):
             or a mapping with the logits under ``"out"`` (torchvision segmentation models).
         pad_multiple: reflect-pad the input to a multiple of this before ``net`` (e.g. 32 for
             encoders that halve the resolution five times) and crop the output back.
+        mean, std: per-channel normalisation the encoder's pretrained weights expect
+            (ImageNet's unless a family's weights were trained with another, e.g. timm's ViTs).
     """
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, net: nn.Module, *, pad_multiple: int = 1) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        pad_multiple: int = 1,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         if pad_multiple < 1:
             raise ValueError(f"pad_multiple must be >= 1, found {pad_multiple}")
         self.net = net
         self.pad_multiple = pad_multiple
         # Not persistent: constants, so checkpoints hold only learned weights.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
         """Predict depth (B, 1, H, W) > 0 for an image batch (B, 3, H, W) in [0, 1]."""

@@ -10,9 +10,8 @@ from torch import nn
 
 from depthcore._registry import MODELS
 from depthcore.models.base import count_parameters
-from depthcore.models.lraspp import SIZES
+from depthcore.models.families import get_family
 from depthcore.models.presets import PRESETS
-from depthcore.models.unetpp import ENCODERS, _check_decoder_channels
 
 
 def list_models() -> list[str]:
@@ -35,29 +34,49 @@ def check_model_args(name: str, **kwargs: Any) -> None:
         raise ValueError(
             f"model {name!r} got unknown argument(s) {', '.join(unknown)}; valid arguments: {', '.join(valid)}"
         )
-    preset = PRESETS.get(name)
-    family = preset.builder if preset is not None else name
-    # Defaults come from the family builder's signature, so they are stated only there.
-    defaults = {p.name: p.default for p in inspect.signature(MODELS.get(family)).parameters.values()}
-    args = {**defaults, **(preset.args if preset is not None else {}), **kwargs}
+    args = resolved_args(name, kwargs)
     if not isinstance(args.get("pretrained", False), bool):
         raise ValueError(f"pretrained must be true or false, found {args['pretrained']!r}")
-    # The value checks mirror the family builders' own, message for message (a test compares
-    # them), so a sweep can reject a bad point before any network is built.
-    if family == "unetpp":
-        encoder = args["encoder"]
-        if encoder not in ENCODERS:
-            raise ValueError(f"unknown U-Net++ encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
-        _check_decoder_channels(args["decoder_channels"])
-    elif family == "lraspp":
-        size = args["size"]
-        if size not in SIZES:
-            raise ValueError(f"unknown LR-ASPP size {size!r}; valid sizes: {', '.join(SIZES)}")
-        width_mult = args["width_mult"]
-        if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, found {width_mult!r}")
-        if args["pretrained"] and width_mult != 1.0:
-            raise ValueError(f"ImageNet weights exist only for width_mult=1.0, found width_mult={width_mult}")
+    # The family's check is the one its builder runs, so a sweep can reject a bad point before
+    # any network is built, with the builder's message.
+    get_family(model_family(name)).check_args(args)
+
+
+def model_family(name: str) -> str:
+    """The family of a registered model: its own name for a family, the builder's for a preset.
+
+    Raises KeyError listing the valid names for an unknown one.
+    """
+    MODELS.get(name)  # KeyError listing every registered name
+    preset = PRESETS.get(name)
+    return preset.builder if preset is not None else name
+
+
+def resolved_args(name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every argument the family builder receives for ``create_model(name, **args)``.
+
+    The builder's defaults (stated only in its signature), under the preset's arguments,
+    under ``args``.
+    """
+    preset = PRESETS.get(name)
+    builder = MODELS.get(model_family(name))
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(builder).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **(preset.args if preset is not None else {}), **(args or {})}
+
+
+def describe_model(name: str, args: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``{"architecture": family, "encoder": ...}`` of ``create_model(name, **args)``.
+
+    E.g. ``describe_model("lraspp_7m")`` is ``{"architecture": "lraspp", "encoder":
+    "mobilenet_v3_large_x1.5"}``: what tags and reports call a model, decided by its family's
+    registration instead of by name (``get_family(architecture).label`` names it for people).
+    """
+    family = get_family(model_family(name))
+    return {"architecture": family.name, "encoder": family.encoder(resolved_args(name, args))}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

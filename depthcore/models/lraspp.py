@@ -9,29 +9,25 @@ Any input size works.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import (
-    MobileNet_V3_Large_Weights,
-    MobileNet_V3_Small_Weights,
-    mobilenet_v3_large,
-    mobilenet_v3_small,
-)
-from torchvision.models.segmentation import LRASPP, lraspp_mobilenet_v3_large
 
 from depthcore._registry import MODELS
 from depthcore.models.base import DepthModel
+from depthcore.models.families import Family, register_family
 
 SIZES = ("large", "small")
 
-# torchvision's lraspp_mobilenet_v3_large starts from IMAGENET1K_V1 backbone weights; small has only V1.
-_BACKBONE_WEIGHTS = {
-    "large": MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-    "small": MobileNet_V3_Small_Weights.IMAGENET1K_V1,
-}
-_BACKBONES = {"large": mobilenet_v3_large, "small": mobilenet_v3_small}
+if TYPE_CHECKING:
+    from torchvision.models import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
+    from torchvision.models.segmentation import LRASPP
+
+# torchvision is imported inside the functions that build a network: registering the family
+# (and checking a sweep's spec) must not cost the seconds that importing torchvision takes.
 
 
 @MODELS.register("lraspp")
@@ -52,14 +48,10 @@ def build_lraspp(
             values and evaluation-mode predictions collapse towards a constant. PyTorch's
             default 0.1 tracks a short run; pass 0.01 to reproduce torchvision exactly.
     """
-    if size not in SIZES:
-        raise ValueError(f"unknown LR-ASPP size {size!r}; valid sizes: {', '.join(SIZES)}")
-    if not width_mult > 0:
-        raise ValueError(f"width_mult must be > 0, found {width_mult!r}")
-    if not 0.0 < bn_momentum <= 1.0:
-        raise ValueError(f"bn_momentum must be in (0, 1], found {bn_momentum!r}")
-    if pretrained and width_mult != 1.0:
-        raise ValueError(f"ImageNet weights exist only for width_mult=1.0, found width_mult={width_mult}")
+    from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    check_lraspp_args({"size": size, "width_mult": width_mult, "pretrained": pretrained, "bn_momentum": bn_momentum})
     weights = _cached_backbone_weights(size) if pretrained else None
 
     if size == "large" and width_mult == 1.0:
@@ -67,12 +59,31 @@ def build_lraspp(
         net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=weights, num_classes=1)
     else:
         # torchvision has no builder for these; dilated=True as in its large builder.
-        backbone = _BACKBONES[size](weights=weights, width_mult=width_mult, dilated=True)
+        backbone = {"large": mobilenet_v3_large, "small": mobilenet_v3_small}[size](weights=weights, width_mult=width_mult, dilated=True)
         net = lraspp_on_mobilenet_v3(backbone.features, num_classes=1)
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = bn_momentum
     return DepthModel(net)
+
+
+def check_lraspp_args(args: Mapping[str, Any]) -> None:
+    """The value checks of ``build_lraspp`` (ValueError listing the valid choices), without building."""
+    size, width_mult, bn_momentum = args["size"], args["width_mult"], args["bn_momentum"]
+    if size not in SIZES:
+        raise ValueError(f"unknown LR-ASPP size {size!r}; valid sizes: {', '.join(SIZES)}")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, found {width_mult!r}")
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 < bn_momentum <= 1.0:
+        raise ValueError(f"bn_momentum must be in (0, 1], found {bn_momentum!r}")
+    if args["pretrained"] and width_mult != 1.0:
+        raise ValueError(f"ImageNet weights exist only for width_mult=1.0, found width_mult={width_mult}")
+
+
+def lraspp_encoder(args: Mapping[str, Any]) -> str:
+    """The backbone as a tag: ``mobilenet_v3_<size>``, with ``_x<width_mult>`` when widened."""
+    width = float(args["width_mult"])
+    return f"mobilenet_v3_{args['size']}" + ("" if width == 1.0 else f"_x{width:g}")
 
 
 class LowHighFeatures(nn.Sequential):
@@ -102,6 +113,8 @@ def lraspp_on_mobilenet_v3(features: nn.Sequential, num_classes: int) -> LRASPP:
     from the blocks' ``_is_cn`` flag (set by torchvision when a block is configured with
     stride 2; a dilated block keeps the flag but no longer halves the resolution).
     """
+    from torchvision.models.segmentation import LRASPP
+
     stride = 2  # the stem conv halves the resolution
     low_index = -1
     for index, block in enumerate(features):
@@ -124,7 +137,10 @@ def _cached_backbone_weights(size: str) -> MobileNet_V3_Large_Weights | MobileNe
     torchvision loads from ``torch.hub.get_dir()/checkpoints/<file name of the url>`` and
     downloads only when the file is missing, so a present file means no network access.
     """
-    weights = _BACKBONE_WEIGHTS[size]
+    from torchvision.models import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
+
+    # torchvision's lraspp_mobilenet_v3_large starts from IMAGENET1K_V1 backbone weights; small has only V1.
+    weights = {"large": MobileNet_V3_Large_Weights.IMAGENET1K_V1, "small": MobileNet_V3_Small_Weights.IMAGENET1K_V1}[size]
     file_name = os.path.basename(urlparse(weights.url).path)
     path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
     if not os.path.isfile(path):
@@ -134,3 +150,6 @@ def _cached_backbone_weights(size: str) -> MobileNet_V3_Large_Weights | MobileNe
             f"(e.g. `curl -L -o {path} {weights.url}`), or use pretrained=False"
         )
     return weights
+
+
+register_family(Family("lraspp", "LR-ASPP", check_lraspp_args, lraspp_encoder))

@@ -7,16 +7,15 @@ which smp requires, and cropped back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import segmentation_models_pytorch as smp
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import try_to_load_from_cache
-from safetensors.torch import load_file
 from torch import nn
 
 from depthcore._registry import MODELS
 from depthcore.models.base import DepthModel
+from depthcore.models.families import Family, register_family
+from depthcore.models.weights import cached_smp_encoder_weights
 
 ENCODERS = ("resnet18", "resnet34", "resnext50_32x4d", "mobilenet_v2", "efficientnet-b0")
 """smp encoders this project builds and tests; any of them can load ImageNet weights."""
@@ -45,10 +44,14 @@ def build_unetpp(
         pretrained: load the encoder's ImageNet weights from the local Hugging Face cache;
             raises ``FileNotFoundError`` at once if they are not there.
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown U-Net++ encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+    # Imported here, not at module level: registering the family (and checking a sweep's spec)
+    # must not cost the seconds that importing smp, timm and torchvision takes.
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import load_file
+
+    check_unetpp_args({"encoder": encoder, "decoder_channels": decoder_channels})
     channels = _check_decoder_channels(decoder_channels)
-    weights_path = _cached_encoder_weights(encoder) if pretrained else None
+    weights_path = cached_smp_encoder_weights(encoder, "U-Net++") if pretrained else None
 
     net = smp.UnetPlusPlus(
         encoder_name=encoder,
@@ -63,6 +66,13 @@ def build_unetpp(
         # The encoder's own load_state_dict drops its classifier keys, as smp does.
         net.encoder.load_state_dict(state)
     return DepthModel(net, pad_multiple=STRIDE)
+
+
+def check_unetpp_args(args: Mapping[str, Any]) -> None:
+    """The value checks of ``build_unetpp`` (ValueError listing the valid choices), without building."""
+    if args["encoder"] not in ENCODERS:
+        raise ValueError(f"unknown U-Net++ encoder {args['encoder']!r}; valid encoders: {', '.join(ENCODERS)}")
+    _check_decoder_channels(args["decoder_channels"])
 
 
 def _check_decoder_channels(decoder_channels: Sequence[int] | None) -> tuple[int, ...]:
@@ -85,21 +95,4 @@ def _drop_unused_encoder_parts(encoder_module: nn.Module, encoder: str) -> tuple
     return ()
 
 
-def _cached_encoder_weights(encoder: str) -> str:
-    """Path of the encoder's ImageNet ``model.safetensors`` in the local Hugging Face cache.
-
-    smp 0.6 fetches encoder weights with ``hf_hub_download(repo_id, "model.safetensors",
-    revision=...)``; looking in the cache ourselves avoids the hub's network retries offline.
-    """
-    settings = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]
-    repo_id, revision = settings["repo_id"], settings["revision"]
-    cache_dir = hf_constants.HF_HUB_CACHE  # HF_HOME / HF_HUB_CACHE; looked up per call so tests can move it
-    path = try_to_load_from_cache(repo_id, "model.safetensors", cache_dir=cache_dir, revision=revision)
-    if not isinstance(path, str):
-        raise FileNotFoundError(
-            f"ImageNet weights for U-Net++ encoder {encoder!r} are not in the local Hugging Face cache: "
-            f"expected {repo_id}/model.safetensors (revision {revision}) under {cache_dir}; "
-            f"on a machine with internet run `hf download {repo_id} model.safetensors config.json "
-            f"--revision {revision}` and copy that cache here, or use pretrained=False"
-        )
-    return path
+register_family(Family("unetpp", "U-Net++", check_unetpp_args, lambda args: str(args["encoder"])))

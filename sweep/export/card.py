@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from depthcore.evaluate import NYU_KEYS
+from depthcore.baselines import TITLES
+from depthcore.evaluate import NYU_KEYS, below_best_line
+from depthcore.models import get_family
 from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, STAGES
+from sweep.export.contract import RESIZE_METHOD
 
 SEED_TABLE = """\
 | model (seed study) | parameters | NYU MSE (normalised depth) | DIW accuracy |
@@ -28,7 +31,7 @@ def model_card(info: dict[str, Any]) -> str:
     lines = [
         f"# {info['registered_name']}",
         "",
-        f"{model['architecture']} depth model selected by `python -m sweep.export` from sweep "
+        f"{get_family(model['architecture']).label} depth model selected by `python -m sweep.export` from sweep "
         f"`{info['study']}`, stage `{stage}` ({'fine-tuned on DIW relative-depth pairs' if relative else 'supervised NYU Depth V2 depth'}).",
         "",
         "## Model",
@@ -36,14 +39,19 @@ def model_card(info: dict[str, Any]) -> str:
         f"- registry name `{model['name']}`, arguments `{json.dumps(model['args'])}`; family `{model['architecture']}`, "
         f"encoder/backbone `{model['encoder']}`",
         f"- parameters: {model['parameters_total']:,} total, {model['parameters_trainable']:,} trainable",
-        f"- input: float32 RGB images `(B, 3, {size[0]}, {size[1]})` with values in [0, 1] (normalisation is inside "
-        f"the model); output: `(B, 1, {size[0]}, {size[1]})` {unit}, always > 0",
-        f"- `model.pt` (TorchScript) and `model.onnx` take any batch size at {size[0]}x{size[1]} only and reject other "
-        "sizes with an error naming the expected shape (tracing fixes U-Net++'s padding). For other sizes resize the "
+        f"- input: float32 RGB images `(B, 3, {size[0]}, {size[1]})` (NCHW, RGB order) with values in [0, 1]: divide "
+        f"8-bit pixels by 255 (normalisation is inside the model); output: `(B, 1, {size[0]}, {size[1]})` {unit}, "
+        "always > 0",
+        f"- resize an image to {size[0]}x{size[1]} (height x width) first, as the training data was: {RESIZE_METHOD}; "
+        "resize the prediction back to the image's size bilinearly (`python -m sweep.predict` does both)",
+        f"- {_pytorch_file(info)} and `model.onnx` take any batch size at {size[0]}x{size[1]} only (the exported "
+        "graphs fix U-Net++'s padding). `model.onnx` names its dimensions `batch, channel, height, width` and carries "
+        "this contract in its metadata (`onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map`); "
+        "`sweep.export.contract.run_onnx` checks shape and range before running it. For other sizes resize the "
         "image, or rebuild the eager model, which takes any size: "
         "`depthcore.models.model_from_spec(yaml.safe_load(open('config.yaml'))['model'])` and "
         "`load_state_dict(torch.load('state_dict.pt'))`.",
-        f"- exported files agree with eager PyTorch within {_max_diff(info):.1e} (relative; TorchScript and "
+        f"- exported files agree with eager PyTorch within {_max_diff(info):.1e} (relative; the PyTorch file and "
         "onnxruntime, checked on export)",
         "",
         "## Training and selection",
@@ -52,7 +60,7 @@ def model_card(info: dict[str, Any]) -> str:
         f"- NYU split: {info['data']['split']}; validation carved from train by scene",
         f"- selected by the validation metric only: `{info['selection']['metric']}` = "
         f"{info['selection']['value']:.4f} ({info['selection']['mode']}) at epoch {info['selection']['epoch']}, "
-        f"best of {info['selection']['candidates']} {model['architecture']} trials of the stage",
+        f"best of {info['selection']['candidates']} {get_family(model['architecture']).label} trials of the stage",
         f"- MLflow run `{info['run_id']}` (trial `{info['trial_key']}`)"
         + (f", started from stage-1 run `{info['stage1_run_id']}`" if info.get("stage1_run_id") else ""),
         f"- sampled parameters: `{json.dumps(info.get('sampled_params', info['params']), sort_keys=True)}` "
@@ -76,25 +84,44 @@ def model_card(info: dict[str, Any]) -> str:
 
 
 def _metrics_table(info: dict[str, Any]) -> str:
-    test, val, constant = info["test"], info["validation"], info.get("test_constant", {})
+    test, val, baselines = info["test"], info["validation"], info.get("test_baselines", {})
     depth, ordinal = test.get(DEPTH_STAGE.name, {}), test.get(ORDINAL_STAGE.name, {})
     keys = [k for k in NYU_KEYS if k in depth]
     rows = []
     if keys:
         scaled = " (per-image median scaling: the model predicts relative depth)" if STAGES[info["stage"]].task != DEPTH_TASK else ""
-        rows += [f"NYU Depth V2 test split, {test['nyu_frames']} frames, standard protocol{scaled}:", "",
+        rows += [f"{_test_set(info)}, {test['nyu_frames']} frames, standard protocol{scaled}:", "",
                  "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
                  "| this model | " + " | ".join(f"{depth[k]:.4f}" for k in keys) + " |"]
-        if constant:
-            rows.append(f"| constant {info['train_mean_depth']:.2f} m | "
-                        + " | ".join(f"{constant[k]:.4f}" for k in keys) + " |")
-        rows.append("")
+        for name, values in baselines.get(DEPTH_STAGE.name, {}).items():
+            rows.append(f"| baseline: {TITLES[name]} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
+        rows += ["", below_best_line(depth["rmse"], baselines.get(DEPTH_STAGE.name, {}), "rmse", "RMSE") + ".", ""]
     if ordinal:
-        rows += [f"DIW test split, {test['diw_pairs']} pairs: accuracy {ordinal['accuracy']:.4f}, "
-                 f"WHDR {ordinal['whdr']:.4f}", ""]
+        rules = baselines.get(ORDINAL_STAGE.name, {})
+        rows += [f"DIW test split, {test['diw_pairs']} pairs:", "", "| | accuracy | WHDR |", "|---|---|---|",
+                 f"| this model | {ordinal['accuracy']:.4f} | {ordinal['whdr']:.4f} |"]
+        rows += [f"| baseline: {TITLES[name]} | {v['accuracy']:.4f} | {v['whdr']:.4f} |" for name, v in rules.items()]
+        rows += ["", below_best_line(ordinal["accuracy"], rules, "accuracy", "Accuracy") + ".", ""]
+    if baselines:
+        rows += ["Baselines (`depthcore.baselines`): fitted on the training split only and scored like the model"
+                 + (" (median-scaled like it)" if STAGES[info["stage"]].task != DEPTH_TASK else "") + ".", ""]
     rows.append("Validation at the selected epoch: "
                 + ", ".join(f"`{k}` {v:.4f}" for k, v in sorted(val.items())))
     return "\n".join(rows)
+
+
+def _test_set(info: dict[str, Any]) -> str:
+    """What the test frames really are: NYU Depth V2's, or the synthetic rooms' held-out split."""
+    if info["data"].get("synthetic"):
+        return "Synthetic test split (depthsweep's rendered rooms in the NYU file format, not NYU Depth V2)"
+    return "NYU Depth V2 test split"
+
+
+def _pytorch_file(info: dict[str, Any]) -> str:
+    name = info["files"].get("pytorch_file", "model.pt")
+    kind = "TorchScript, deprecated by torch" if name == "model.pt" else "`torch.export.load(path).module()`"
+    guard = "; refuses values outside [0, 1]"
+    return f"`{name}` ({kind}{guard})"
 
 
 def _max_diff(info: dict[str, Any]) -> float:

@@ -1,6 +1,7 @@
 """Pick each architecture's best model per stage, test it once, export it and register it.
 
-``python -m sweep.export SWEEP_DIR [--out DIR] [--stage all|nyu|diw] [--seeds N] [--no-register]``
+``python -m sweep.export SWEEP_DIR [--out DIR] [--stage all|nyu|diw] [--seeds N] [--no-register] [--promote]
+[--pytorch-format export|torchscript]``
 
 For every stage and architecture of the sweep in SWEEP_DIR (``runs/sweeps/<study>/``):
 
@@ -8,10 +9,11 @@ For every stage and architecture of the sweep in SWEEP_DIR (``runs/sweeps/<study
 2. its best-epoch checkpoint is evaluated once on the held-out test split (NYU: the standard
    metrics on the test frames plus ``mse_norm``; DIW: accuracy and WHDR), and the numbers are
    logged to that run as ``test/*``, with the CPU latency as ``export/latency_ms``;
-3. ``SWEEP_DIR/export/<architecture>-<stage>/`` receives ``model.pt`` (TorchScript),
-   ``model.onnx``, ``state_dict.pt`` + ``config.yaml``, ``metrics.json`` and ``MODEL_CARD.md``;
-4. the model is logged with MLflow's PyTorch flavour and registered as
-   ``depthsweep-<architecture>-<stage>`` with the alias ``champion``.
+3. ``SWEEP_DIR/export/<architecture>-<stage>/`` receives ``model.pt2`` (``torch.export``; or
+   ``model.pt``, TorchScript, with ``--pytorch-format torchscript``), ``model.onnx``,
+   ``state_dict.pt`` + ``config.yaml``, ``metrics.json`` and ``MODEL_CARD.md``;
+4. the model is registered as ``depthsweep-<architecture>-<stage>`` (``sweep.export.registry``);
+   the alias ``champion`` moves to it only when it beats the current champion on the same data.
 
 ``--seeds N`` retrains each winner's configuration with N more seeds and reports the test
 metric's mean and 95 % confidence interval, and whether the architectures differ by more
@@ -39,13 +41,14 @@ from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
 from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, ORDINAL_TASK, STAGE_NAMES, STAGES, mode_of
 from sweep.export.card import model_card
-from sweep.export.files import EXPORTERS, ExportError, write_model_files
-from sweep.record import RecordError, SweepRecord, read_record
+from sweep.export.files import EXPORTERS, PYTORCH_FORMATS, ExportError, write_model_files
+from sweep.export.loaded import DEPTH_LABELS
+from sweep.export.registry import data_digest, register_model
+from sweep.record import RecordError, SweepRecord, read_record, require_sqlite_file
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_STAGE1_RUN
 from sweep.trial_tags import describe_model
 
-CHAMPION = "champion"
 TAG_EXPORTED = "depthsweep.export_dir"
 LATENCY_THREADS = 1
 
@@ -56,26 +59,29 @@ def registered_name(architecture: str, stage: str) -> str:
 
 def export_sweep(
     sweep_dir: str | Path, out_dir: str | Path | None = None, *, stages: list[str] | None = None, seeds: int = 0,
-    register: bool = True, onnx_exporter: str = "dynamo", device: str = "auto",
+    register: bool = True, onnx_exporter: str = "dynamo", device: str = "auto", pytorch_format: str = "export",
+    promote: bool = False,
 ) -> list[dict[str, Any]]:
     """Export the winners of a sweep; returns each winner's ``metrics.json`` contents."""
     from mlflow import MlflowClient
 
     sweep = read_record(sweep_dir)
+    require_sqlite_file("MLflow store", sweep.tracking_uri)  # export needs no Optuna storage
     study = load_study(sweep.tracking_uri, sweep.name)
     winners = study.winners()
     chosen = [s for s in (stages or list(winners)) if s in winners]
     if not chosen:
         raise SelectionError(f"{sweep_dir}: no finished trial to export in stage(s) {', '.join(stages or winners)}")
     out = Path(out_dir) if out_dir else Path(sweep_dir) / "export"
-    client = MlflowClient(sweep.tracking_uri)
+    client = MlflowClient(sweep.tracking_uri, registry_uri=sweep.tracking_uri)
     exported = []
     for stage in chosen:
         for architecture, winner in winners[stage].items():
             print(f"[export] {stage} {architecture}: run {winner.run_id} ({winner.metric} {winner.value:.4f} "
                   f"at epoch {winner.epoch})", flush=True)
             exported.append(export_winner(winner, study, sweep, client, out / f"{architecture}-{stage}",
-                                          seeds=seeds, register=register, onnx_exporter=onnx_exporter, device=device))
+                                          seeds=seeds, register=register, onnx_exporter=onnx_exporter, device=device,
+                                          pytorch_format=pytorch_format, promote=promote))
     if seeds:
         comparison = compare_architectures(exported)
         (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
@@ -89,7 +95,7 @@ def export_sweep(
 
 def export_winner(
     winner: TrialRun, study: Study, sweep: SweepRecord, client: Any, dest: Path, *, seeds: int, register: bool,
-    onnx_exporter: str, device: str,
+    onnx_exporter: str, device: str, pytorch_format: str = "export", promote: bool = False,
 ) -> dict[str, Any]:
     """Test, export and register one winner; returns what ``metrics.json`` holds."""
     started = time.perf_counter()
@@ -112,8 +118,10 @@ def export_winner(
     config = dict(payload["config"])
     config["model"] = dict(payload["model"])  # stage diw: the stage-1 model it fine-tuned
     size = (int(config["data"]["size"][0]), int(config["data"]["size"][1]))
-    print(f"[export] {winner.stage} {winner.architecture}: writing TorchScript and ONNX to {dest}", flush=True)
-    files = write_model_files(model, config, size, dest, onnx_exporter=onnx_exporter)
+    print(f"[export] {winner.stage} {winner.architecture}: writing {PYTORCH_FORMATS[pytorch_format]} and ONNX to {dest}",
+          flush=True)
+    files = write_model_files(model, config, size, dest, onnx_exporter=onnx_exporter, pytorch_format=pytorch_format,
+                              unit=DEPTH_LABELS[winner.stage])
     latency = cpu_latency_ms(model, size, batch=1, threads=LATENCY_THREADS)
     counts = model_info(model)
     info: dict[str, Any] = {
@@ -133,8 +141,8 @@ def export_winner(
         "validation": _validation_at(client, winner),
         "test": {k: test[k] for k in (DEPTH_STAGE.name, "nyu_frames", ORDINAL_STAGE.name, "diw_pairs", "median_scaled")
                  if k in test},
-        "test_constant": test.get("nyu_constant", {}), "train_mean_depth": test.get("train_mean_depth"),
-        "latency": latency, "files": files, "data": _data_description(sweep, config),
+        "test_baselines": test.get("baselines", {}), "train_mean_depth": test.get("train_mean_depth"),
+        "latency": latency, "files": files, "data": {**_data_description(sweep, config), "digest": data_digest(config)},
         "environment": {"torch": torch.__version__, "cpu": _cpu_name(), "python": platform.python_version()},
     }
     info["model"]["architecture"] = winner.architecture
@@ -146,7 +154,8 @@ def export_winner(
     (dest / "MODEL_CARD.md").write_text(model_card(info))
     _log_to_run(client, winner, info)
     if register:
-        info["registered_version"] = register_model(model, dest, info, sweep.tracking_uri)
+        info["registry"] = register_model(model, dest, info, sweep.tracking_uri, promote=promote)
+        info["registered_version"] = info["registry"]["version"]
         (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
     print(f"[export] {winner.stage} {winner.architecture}: {_headline(info)}; latency "
           f"{latency['median_ms']:.1f} ms; done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -154,7 +163,8 @@ def export_winner(
 
 
 def test_metrics(info: dict[str, Any]) -> dict[str, float]:
-    """The ``test/*`` metrics logged to a winner's run (NYU depth for stage nyu, DIW ordinal for both)."""
+    """The ``test/*`` metrics logged to a winner's run (NYU depth for stage nyu, DIW ordinal for both), and the
+    baselines' beside them as ``baseline/<name>/test/*``."""
     metrics: dict[str, float] = {}
     test = info["test"]
     relative = STAGES[info["stage"]].task != DEPTH_TASK
@@ -164,29 +174,13 @@ def test_metrics(info: dict[str, Any]) -> dict[str, float]:
     for key in ("accuracy", "whdr"):
         if key in test.get(ORDINAL_STAGE.name, {}):
             metrics[f"test/{key}"] = float(test[ORDINAL_STAGE.name][key])
+    for part, found in info.get("test_baselines", {}).items():
+        for name, values in found.items():
+            for key, value in values.items():
+                if part == ORDINAL_STAGE.name or not relative:
+                    metrics[f"baseline/{name}/test/{key}"] = float(value)
     metrics["export/latency_ms"] = float(info["latency"]["median_ms"])
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
-def register_model(model: torch.nn.Module, dest: Path, info: dict[str, Any], tracking_uri: str) -> int:
-    """Log ``model`` with MLflow's PyTorch flavour (export files attached) and make it ``<name>@champion``."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    name = info["registered_name"]
-    mlflow.set_tracking_uri(tracking_uri)
-    extra = [str(dest / f) for f in ("config.yaml", "state_dict.pt", "metrics.json", "MODEL_CARD.md")]
-    with mlflow.start_run(run_id=info["run_id"]):
-        logged = mlflow.pytorch.log_model(
-            model, name="model", extra_files=extra, registered_model_name=name, serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "depthsweep"],
-        )
-    client = MlflowClient(tracking_uri)
-    version = int(logged.registered_model_version)
-    client.update_model_version(name, str(version), description=(dest / "MODEL_CARD.md").read_text())
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    print(f"[export] registered models:/{name}@{CHAMPION} (version {version})", flush=True)
-    return version
 
 
 def compare_architectures(exported: list[dict[str, Any]]) -> dict[str, Any]:
@@ -302,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx-exporter", choices=EXPORTERS, default="dynamo",
                         help="torch.onnx exporter: dynamo (default) or the faster, deprecated torchscript")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--pytorch-format", choices=list(PYTORCH_FORMATS), default="export",
+                        help="PyTorch file: export (model.pt2, torch.export; default) or torchscript (model.pt, "
+                             "deprecated by torch, for runtimes that read only TorchScript)")
+    parser.add_argument("--promote", action="store_true",
+                        help="make each new version @champion even if it does not beat the current one")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if args.seeds < 0 or args.seeds == 1:
@@ -310,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export_sweep(args.sweep_dir, args.out, stages=None if args.stage == "all" else [args.stage],
                      seeds=args.seeds, register=not args.no_register, onnx_exporter=args.onnx_exporter,
-                     device=args.device)
+                     device=args.device, pytorch_format=args.pytorch_format, promote=args.promote)
     except (RecordError, SelectionError, ExportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The sweep's records are untouched; an export is redone whole, folder by folder.
+        print(f"\ninterrupted during the export; the sweep is unchanged. Export again with:\n"
+              f"  python -m sweep.export {' '.join(argv if argv is not None else sys.argv[1:])}", file=sys.stderr)
+        return 130
     except Exception as err:  # MLflow's errors (e.g. a run without its checkpoint artifact): one line
         from mlflow.exceptions import MlflowException
 

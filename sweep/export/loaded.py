@@ -214,7 +214,7 @@ def _download(uri: str, dst: Path, tracking_uri: str | None) -> Path:
 
     where = f" (tracking URI {tracking_uri})" if tracking_uri else ""
     try:
-        with _registry_uri(tracking_uri):
+        with process_wide_stores(tracking_uri):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri, registry_uri=tracking_uri
             )
@@ -224,22 +224,28 @@ def _download(uri: str, dst: Path, tracking_uri: str | None) -> Path:
 
 
 @contextmanager
-def _registry_uri(uri: str | None) -> Iterator[None]:
-    """Point MLflow's environment at ``uri`` for the duration of a download.
+def process_wide_stores(uri: str | None) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to ``uri`` (if given), then put back.
 
-    MLflow (3.x) resolves ``models:/`` URIs through its process-wide registry URI and ignores
-    the ``registry_uri`` argument of ``download_artifacts`` there, so the environment variables
-    are set too, and restored afterwards.
+    MLflow (3.x) resolves ``models:/`` URIs and logs models through these, ignoring a client's or
+    a ``registry_uri`` argument there. Its setters also write ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI`` into the environment (for subprocesses): left as they are, every later
+    lookup and every child process would use this store. Both are restored afterwards.
     """
     if not uri:
         yield
         return
+    import mlflow
+
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {key: os.environ.get(key) for key in keys}
-    os.environ.update(dict.fromkeys(keys, uri))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # "not set": MLflow reads the environment again
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

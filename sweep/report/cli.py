@@ -29,9 +29,11 @@ from typing import Any
 import optuna
 from mlflow import MlflowClient
 
+from depthcore.baselines import TITLES
 from depthcore.stages import DEPTH_STAGE, ORDINAL_STAGE, STAGE_NAMES, STAGES
 from sweep.record import RecordError, SweepRecord, read_record
 from sweep.report import sections
+from sweep.report.baselines import BASELINE_NOTE, baseline_rows, lead_over_baselines
 from sweep.report.figures import Block, arch_label
 from sweep.report.sections import Models
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
@@ -42,6 +44,7 @@ TABLE_KEYS = {name: tuple(m.removeprefix("val/") for m in stage.shown) for name,
 COLUMN_NAMES = {"rmse": "RMSE", "abs_rel": "AbsRel", "d1": "δ1", "mse_norm": "MSE (norm.)",
                 "accuracy": "accuracy", "whdr": "WHDR"}
 LATENCY_METRIC = "export/latency_ms"
+STAGE1_DIW_KEY = "accuracy"
 SEED_ROWS = (("U-Net++", "0.032", "65.3 %"), ("LR-ASPP MobileNetV3", "0.058", "58.4 %"))
 OWN_FILES = re.compile(r"^(report\.(md|html)|(pareto|history|importances)_\w+\.png|predictions\.png)$")
 
@@ -63,6 +66,8 @@ class ReportResult:
     """Why a figure is missing (e.g. too few trials for importances)."""
     logged_to: list[str] = field(default_factory=list)
     """Parent run ids the folder was logged to."""
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    """The table's baseline rows (``baseline``: the name in ``depthcore.baselines``, then the same keys)."""
 
     @property
     def paths(self) -> list[Path]:
@@ -112,6 +117,10 @@ def table_rows(study: Study, client: MlflowClient, models: Models) -> list[dict[
             row[f"{stage}_split"] = split
             for k in TABLE_KEYS[stage]:
                 row[f"{stage}_{k}"] = values.get(k)
+        # What stage 2 did: the stage-1 winner's own DIW test accuracy, when sweep.export logged it.
+        first = picked[DEPTH_STAGE.name]
+        before = first.metrics.get(f"test/{STAGE1_DIW_KEY}") if first else None
+        row["stage1_diw_accuracy"] = float(before) if before is not None else None
         logged = [r.metrics[LATENCY_METRIC] for r in picked.values() if r and LATENCY_METRIC in r.metrics]
         if logged:
             row["latency_ms"], row["latency_source"] = float(logged[0]), "sweep.export"
@@ -132,11 +141,12 @@ def _column_split(rows: list[dict[str, Any]], stage: str) -> str:
     return "test" if splits == {"test"} else "val" if splits == {"validation"} else "test / val*" if splits else ""
 
 
-def main_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def main_table(rows: list[dict[str, Any]], baselines: list[dict[str, Any]] | None = None
+               ) -> tuple[list[str], list[list[str]]]:
     split = {stage: _column_split(rows, stage) for stage in STAGE_NAMES}
     headers = ["architecture", "parameters"]
     headers += [f"{STAGES[s].label} {COLUMN_NAMES[k]} ({split[s]})" for s in STAGE_NAMES for k in TABLE_KEYS[s]]
-    headers.append("CPU latency (ms)")
+    headers += ["DIW accuracy before stage 2 (test)", "RMSE below the best baseline", "CPU latency (ms)"]
     body = []
     for r in rows:
         cells = [arch_label(r["architecture"]),
@@ -147,8 +157,18 @@ def main_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
                 value = r[f"{stage}_{k}"]
                 text = _num(100 * value, ".1f") + " %" if k == "accuracy" and value is not None else _num(value)
                 cells.append(text + (mark if text != "–" else ""))
+        before = r.get("stage1_diw_accuracy")
+        cells.append(_num(100 * before, ".1f") + " %" if before is not None else "–")
+        cells.append(lead_over_baselines(r, baselines or []))
         cells.append(_num(r["latency_ms"], ".2f"))
         body.append(cells)
+    for b in baselines or []:
+        cells = [f"baseline: {TITLES[b['baseline']]}", "–"]
+        for stage in STAGE_NAMES:
+            for k in TABLE_KEYS[stage]:
+                value = b.get(f"{stage}_{k}")
+                cells.append(_num(100 * value, ".1f") + " %" if k == "accuracy" and value is not None else _num(value))
+        body.append(cells + ["–", "–", "–"])
     return headers, body
 
 
@@ -240,13 +260,20 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
 
     say("collecting the validation-best trial per stage and architecture")
     rows = table_rows(study, client, models)
-    headers, body = main_table(rows)
+    baselines = baseline_rows(study, {stage: _column_split(rows, stage) for stage in STAGE_NAMES}, TABLE_KEYS)
+    headers, body = main_table(rows, baselines)
     blocks: list[Block] = [("h", 1, f"Sweep report: {info.name}")]
     counts = ", ".join(f"stage {s}: {len(study.trials.get(s, []))} trials" for s in stages)
     blocks.append(("p", f"Sweep folder `{info.dir.resolve()}`; MLflow `{info.tracking_uri}` (experiment "
                         f"{info.name}); Optuna `{info.optuna_storage}`. {counts}."))
     blocks += [("h", 2, "Best trial per architecture"), ("table", headers, body)]
     blocks += _table_notes(rows, info)
+    if any(r.get("stage1_diw_accuracy") is not None for r in rows):
+        blocks.append(("p", "DIW accuracy before stage 2: the stage-1 (NYU) winner's own accuracy on the DIW test "
+                            "pairs, as `sweep.export` logged it; beside the DIW accuracy column it shows what the "
+                            "ranking fine-tune added, or took away."))
+    if baselines:
+        blocks.append(("p", BASELINE_NOTE))
     blocks += [("h", 3, "Winners"), ("table", ["stage", "architecture", "trial", "state", "best epoch",
                                                "selection metric", "MLflow run"], _winner_rows(study))]
     synthetic = bool((info.spec.get("data") or {}).get("synthetic"))
@@ -269,7 +296,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, log: 
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, f"Sweep report: {info.name}"))
-    result = ReportResult(out, markdown, page, written, rows, notes)
+    result = ReportResult(out, markdown, page, written, rows, notes, baselines=baselines)
     if log:
         for stage, parent in study.parents.items():
             say(f"logging {out} to the {stage} parent run {parent.info.run_id} under report/")
@@ -339,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    headers, body = main_table(result.rows)
+    headers, body = main_table(result.rows, result.baselines)
     print(to_markdown([("table", headers, body)]).rstrip())
     print(f"\nreport written to {result.markdown} and {result.html} ({len(result.plots)} figure(s))")
     for note in result.notes:

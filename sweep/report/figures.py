@@ -18,24 +18,28 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from depthcore.models import get_family, list_families
+
 DPI = 110
-ARCH_COLORS = {"unetpp": "tab:blue", "lraspp": "tab:orange"}
-OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
-ARCH_LABELS = {"unetpp": "U-Net++", "lraspp": "LR-ASPP"}
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
+"""One colour per architecture family, in the registry's order, so a family keeps its colour across reports."""
 FINISHED_STATES = ("completed", "stopped_early")
 MIN_IMPORTANCE_TRIALS = 3
 PREDICTION_FRAMES = 3
 
 
 def arch_color(arch: str, known: Sequence[str] = ()) -> str:
-    if arch in ARCH_COLORS:
-        return ARCH_COLORS[arch]
-    others = sorted(a for a in set(known) | {arch} if a not in ARCH_COLORS)
-    return OTHER_COLORS[others.index(arch) % len(OTHER_COLORS)]
+    families = list_families()
+    order = families + sorted(a for a in set(known) | {arch} if a not in families)
+    return COLORS[order.index(arch) % len(COLORS)]
 
 
 def arch_label(arch: str) -> str:
-    return ARCH_LABELS.get(arch, arch)
+    """The family's label for people (``U-Net++``); an unknown name as it is."""
+    try:
+        return get_family(arch).label
+    except KeyError:
+        return arch
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from optuna.trial import Trial
 
 from depthcore.config import TrainConfig, flatten, set_dotted
 from depthcore.data.synthetic import synthetic_paths
-from depthcore.models import PRESETS, list_models
+from depthcore.models import model_family
 from sweep.spec.check import DATA_PATHS, Entry, dist_to_dict, representatives
 from sweep.spec.read import stage_drops
 
@@ -77,8 +77,8 @@ class StageSpec:
     top_k: int | None
     """Stage ``diw``: how many best stage-1 checkpoints are fine-tuned; None for ``nyu``."""
     top_k_per_architecture: bool = False
-    """Stage ``diw``: ``top_k`` best per architecture (the default for diw: both architectures
-    reach stage 2 even when one dominates stage 1), or ``top_k`` overall."""
+    """Stage ``diw``: ``top_k`` best per architecture (the default for diw: every architecture
+    reaches stage 2 even when one dominates stage 1), or ``top_k`` overall."""
 
 
 @dataclass(frozen=True)
@@ -330,9 +330,7 @@ class SweepSpec:
 
 
 def family(model_name: str) -> str:
-    """Architecture of a registered model: ``"unetpp"`` or ``"lraspp"`` (presets map to their builder)."""
-    if model_name not in list_models():
-        raise KeyError(f"unknown model {model_name!r}; valid names: {', '.join(list_models())}")
-    return PRESETS[model_name].builder if model_name in PRESETS else model_name
+    """Architecture family of a registered model (presets map to their builder): ``depthcore.models.model_family``."""
+    return model_family(model_name)
 
 

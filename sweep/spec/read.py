@@ -8,6 +8,7 @@ Each ``parse_*`` returns the keyword arguments of the matching dataclass in ``sw
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, chec
 
 from depthcore.config import flatten, parse_override
 from depthcore.stages import DEPTH_TASK, FIRST_STAGE, ORDINAL_TASK, STAGE_NAMES, STAGES, mode_of
+from sweep.redact import secret_in
 from sweep.spec.check import DATA_PATHS, Checker, check_config_key, describe, dist_to_dict, join, parse_distribution
 
 SYNTHETIC_KEYS = ("out", "frames", "height", "width", "diw_train", "diw_test", "seed")
@@ -85,12 +87,18 @@ def parse_study(chk: Checker, raw: Any, default_name: str) -> dict[str, Any]:
     if not _STUDY_NAME.match(name):
         chk.fail("study.name", "letters, digits and _ . - (it names folders and runs)", describe(name))
     output_dir = raw.get("output_dir")
+    storage = chk.optional(chk.string, "study.storage", raw.get("storage"))
+    secret = secret_in(storage) if storage else None
+    if secret is not None:
+        # The value is not repeated: it holds the secret.
+        chk.fail_with("study.storage", f"holds a {secret}; a spec records no credentials: give the URL without it "
+                      "and the password in PGPASSWORD or a password file (PGPASSFILE, default ~/.pgpass)")
     return {
         "name": name,
         "seed": chk.integer("study.seed", raw.get("seed", 0)),
         "max_concurrent": chk.integer("study.max_concurrent", raw.get("max_concurrent", 1), minimum=1),
         "time_budget_s": chk.optional(chk.number, "study.time_budget_s", raw.get("time_budget_s"), above=0),
-        "storage": chk.optional(chk.string, "study.storage", raw.get("storage")),
+        "storage": storage,
         # Not in the file: relative to where the sweep is started, like a --set path.
         "output_dir": chk.string("study.output_dir", output_dir)
         if output_dir is not None
@@ -126,11 +134,20 @@ def parse_data(chk: Checker, raw: Any, stages: tuple[str, ...], check_files: boo
                     f"data.{name}", f"a path for stage {stage} (or data.synthetic instead of real paths)", "nothing"
                 )
     if check_files:
-        for name, path in paths.items():
-            kind = DATA_PATHS[name]
-            if path is not None and not (Path(path).is_dir() if kind == "folder" else Path(path).is_file()):
-                chk.fail(f"data.{name}", f"an existing {kind}", f"no {kind} at {path}")
+        for name, kind, path in missing_data_paths(paths):
+            chk.fail(f"data.{name}", f"an existing {kind}", f"no {kind} at {path}")
     return {"synthetic": None, **paths, "cache_size": cache_size}
+
+
+def missing_data_paths(paths: Mapping[str, str | None]) -> list[tuple[str, str, str]]:
+    """``(key, "file" or "folder", path)`` of each real-data path in ``paths`` (keys of
+    ``DATA_PATHS``) that names no existing file or folder of its kind."""
+    missing = []
+    for name, path in paths.items():
+        kind = DATA_PATHS[name]
+        if path is not None and not (Path(path).is_dir() if kind == "folder" else Path(path).is_file()):
+            missing.append((name, kind, path))
+    return missing
 
 
 def _parse_synthetic(chk: Checker, raw: Any) -> dict[str, Any]:

@@ -9,14 +9,15 @@ process-global "active run" would leak between them.
 Run layout (names are constants below, so queries need not repeat string literals)::
 
     experiment <study>                       artifacts under <root>/mlartifacts/<study>/
-      parent run  <study>-<stage>            depthsweep.kind=parent, .stage, .study, .metric, .mode;
+      parent run  <stage> stage · <study>    depthsweep.kind=parent, .stage, .study, .metric, .mode;
                                              spec.yaml
-        child run <trial_key>                mlflow.parentRunId, depthsweep.kind=trial,
+        child run <arch>-<stage>-<trial#>    mlflow.parentRunId, depthsweep.kind=trial,
                                              depthsweep.trial_key, depthsweep.trial_state,
                                              architecture, stage, encoder, parameter_count,
                                              stage1_run_id (stage diw); params = flat config;
-                                             metrics per epoch (step = epoch);
-                                             config.yaml, checkpoint/checkpoint.pt, preview/*.png
+                                             metrics per epoch (step = epoch), best/* at the best epoch;
+                                             config.yaml, checkpoint/checkpoint.pt, preview_val_best.png,
+                                             images of key preview_val (sweep.tracking.views)
 
 Trial states: ``completed`` and ``stopped_early`` end as MLflow status FINISHED (an ASHA stop
 is a normal outcome whose metrics are valid; KILLED would read as an interruption in the UI),
@@ -42,6 +43,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 from depthcore.config import flatten
+from sweep.tracking.views import NOTE_TAG, experiment_note, parent_run_name
 
 TAG_PARENT = "mlflow.parentRunId"
 TAG_KIND = "depthsweep.kind"  # "parent" or "trial"
@@ -64,6 +66,7 @@ USER_ATTR_RAY = "ray_trial_id"
 USER_ATTR_MLFLOW = "mlflow_run_id"
 TAG_RAY_TRIAL = "ray_trial_id"
 TAG_OPTUNA_TRIAL = "optuna_trial_number"
+TAG_RAY_NODE = "ray_node_ip"  # the address of the Ray node the trial ran on (which machine of a cluster)
 
 TRIAL_STATES = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED"}
 """``finish(state)`` -> MLflow run status."""
@@ -71,7 +74,6 @@ TRIAL_STATES = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": 
 SPEC_ARTIFACT = "spec.yaml"
 CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
-PREVIEW_DIR = "preview"
 
 
 class TrackingError(RuntimeError):
@@ -215,13 +217,22 @@ def start_parent_run(
             return run_id
     stage_spec = dict(spec_dict.get("stages", {}).get(stage, {}))
     selection = {TAG_METRIC: stage_spec["metric"], TAG_MODE: stage_spec["mode"]} if "metric" in stage_spec else {}
+    describe_experiment(client, experiment_id, study_name, spec_dict)
     run = client.create_run(
         experiment_id,
-        run_name=f"{study_name}-{stage}",
+        run_name=parent_run_name(study_name, stage),
         tags={TAG_KIND: "parent", TAG_STAGE_PARENT: stage, TAG_STUDY: study_name, **selection},
     )
     log_yaml(client, run.info.run_id, dict(spec_dict), SPEC_ARTIFACT)
     return run.info.run_id
+
+
+def describe_experiment(client: MlflowClient, experiment_id: str, study_name: str, spec_dict: Mapping[str, Any]) -> None:
+    """Set the experiment's description (the UI's note): how to compare the architectures, by
+    which summary metric each stage of ``spec_dict`` selects."""
+    selections = {stage: (own["metric"], own.get("mode", "min"))
+                  for stage, own in (spec_dict.get("stages") or {}).items() if isinstance(own, Mapping) and "metric" in own}
+    client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_note(study_name, selections))
 
 
 def finish_parent(run_id: str, summary: Mapping[str, Any], tracking_uri: str, status: str = "FINISHED") -> None:
@@ -261,6 +272,31 @@ def finish_trial_run(tracking_uri: str, parent_run_id: str, trial_key: str, stat
         return None
     close_run(client, run.info.run_id, state)
     return run.info.run_id
+
+
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+"""MLflow's HTTP retries for the sweep's processes, unless the environment sets them: a server
+that is down costs a call about 7 s (waits of 1, 2 and 4 s), not MLflow's default of minutes
+(7 retries, factor 2), so training goes on while it is away and the driver reports it soon."""
+
+
+def bound_http_retries() -> None:
+    for name, value in HTTP_RETRIES.items():
+        os.environ.setdefault(name, value)
+
+
+def server_unreachable(err: BaseException) -> bool:
+    """``err`` (an MLflow exception, or what it chains to) says the server did not answer."""
+    import requests
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                             requests.exceptions.RetryError, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # -- small helpers --------------------------------------------------------------------------------

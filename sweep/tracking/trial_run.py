@@ -7,6 +7,8 @@ successful ``start`` no MLflow error stops training: tracking is a record of the
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ from depthcore.config import ExperimentConfig, flatten
 from sweep.tracking.store import (
     CHECKPOINT_DIR,
     CONFIG_ARTIFACT,
-    PREVIEW_DIR,
     TAG_KIND,
     TAG_PARENT,
     TAG_TRIAL_KEY,
@@ -32,7 +33,9 @@ from sweep.tracking.store import (
     log_yaml,
     metric_list,
     param_value,
+    server_unreachable,
 )
+from sweep.tracking.views import PREVIEW_FILE, PREVIEW_KEY, best_epoch_metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,9 @@ log = logging.getLogger(__name__)
 class TrialTracker:
     """Logs one trial as a child run; built in the trial process from plain strings.
 
-    After a successful ``start`` no MLflow error stops training: a failed call logs one
-    warning (per tracker) and is counted in ``failures``. ``start`` itself raises
-    ``TrackingError`` for an unreachable or wrong tracking URI.
+    No MLflow error after ``start`` stops training: a failed call logs one warning (per tracker)
+    and is counted in ``failures``; a server that stops answering takes the tracker offline.
+    ``start`` itself raises ``TrackingError`` for an unreachable or wrong tracking URI.
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_key: str) -> None:
@@ -54,6 +57,10 @@ class TrialTracker:
         self.resumed = False
         """True when ``start`` reopened the run of an earlier attempt of this trial."""
         self.failures = 0
+        """MLflow calls that failed, or were skipped once the tracker went offline."""
+        self.offline = False
+        """Set when the server stops answering: the rest of the trial trains without MLflow
+        (``sweep.relog`` logs it from Ray's records later) instead of waiting on it at every call."""
         self._client: MlflowClient | None = None
         self._warned = False
 
@@ -137,9 +144,28 @@ class TrialTracker:
 
         self._safe("log_best_checkpoint", upload)
 
-    def log_preview(self, png_path: str | Path) -> None:
-        """A prediction picture (``depthcore.viz``) under ``preview/``."""
-        self._safe("log_preview", lambda: self.client.log_artifact(self._run(), str(png_path), PREVIEW_DIR))
+    def log_best(self, metrics: Mapping[str, Any], epoch: int) -> None:
+        """The ``val/*`` metrics of a new best epoch as ``best/*`` summary metrics (``best/val_rmse``,
+        ``best/epoch``): the runs table then shows what selection ranks by."""
+        self._safe("log_best", lambda: log_batch(
+            self.client, self._run(), metrics=metric_list(best_epoch_metrics(metrics, epoch), step=epoch)))
+
+    def log_preview(self, png_path: str | Path, epoch: int) -> None:
+        """A prediction picture (``depthcore.viz``) of epoch ``epoch``: as an image of key
+        ``preview_val`` at that step, and as ``preview_val_best.png`` at the artifact root
+        (one name in every run, so the compare view shows them side by side)."""
+
+        def upload() -> None:
+            from PIL import Image
+
+            with Image.open(png_path) as image:
+                self.client.log_image(self._run(), image.convert("RGB"), key=PREVIEW_KEY, step=int(epoch))
+            with tempfile.TemporaryDirectory() as tmp:
+                named = Path(tmp) / PREVIEW_FILE
+                shutil.copyfile(png_path, named)
+                self.client.log_artifact(self._run(), str(named))
+
+        self._safe("log_preview", upload)
 
     def finish(self, state: str) -> None:
         """End the run: ``completed``, ``stopped_early`` (both FINISHED) or ``failed`` (FAILED)."""
@@ -153,7 +179,17 @@ class TrialTracker:
             raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before logging")
         return self.run_id
 
+    def go_offline(self, reason: str) -> None:
+        """Stop calling MLflow for this trial (one warning line naming why)."""
+        if not self.offline:
+            self.offline = True
+            log.warning("trial %s: MLflow is not answering (%s); training goes on without it, and the "
+                        "stage's end or --resume logs the trial from Ray's records", self.trial_key, reason)
+
     def _safe(self, what: str, action: Any) -> None:
+        if self.offline:
+            self.failures += 1
+            return
         if self.run_id is None:
             raise RuntimeError(f"trial {self.trial_key!r}: call TrialTracker.start before {what}")
         try:
@@ -161,7 +197,9 @@ class TrialTracker:
         except Exception as err:
             # Tracking is a record of the training, not a reason to stop it.
             self.failures += 1
-            if not self._warned:
+            if server_unreachable(err):
+                self.go_offline(f"{what}: {first_line(err)}")
+            elif not self._warned:
                 self._warned = True
                 log.warning("trial %s: MLflow %s failed (%s); training goes on, further tracking errors "
                             "are counted but not shown", self.trial_key, what, first_line(err))

@@ -9,7 +9,8 @@ import scipy.io
 
 from depthcore.data import generate_synthetic
 from depthcore.data.diw import parse_diw_csv
-from depthcore.data.synthetic import _ordered_pair, main
+from depthcore.data.pairs import FAR_OFFSET, draw_pair, vertical_rule_correct
+from depthcore.data.synthetic import main, synthetic_is_current
 
 TINY = dict(num_frames=6, height=16, width=20, diw_train=2, diw_test=2, progress=False)
 
@@ -78,12 +79,46 @@ def test_images_are_rendered_scenes_not_noise(synthetic_root):
 
 
 def test_diw_pairs_follow_exact_depth():
-    depth = np.array([[1.0, 1.05, 3.0], [2.0, 1.0, 1.1]])
+    depth = np.array([[1.0, 1.05, 3.0], [2.0, 1.0, 1.1], [1.2, 4.0, 1.0]])
     rng = np.random.default_rng(0)
-    for farther_first in (True, False):
-        y_a, x_a, y_b, x_b = _ordered_pair(depth, farther_first, rng)
+    for index in range(8):
+        y_a, x_a, y_b, x_b = draw_pair(depth, index, rng)
         ratio = depth[y_a, x_a] / depth[y_b, x_b]
-        assert ratio > 1.15 if farther_first else ratio < 1 / 1.15
+        assert ratio > 1.15 if index % 2 == 0 else ratio < 1 / 1.15
+
+
+def test_vertical_rule_scores_chance_on_generated_pairs():
+    """On rendered rooms the upper point is usually farther; the pairs are drawn so that the rule
+    "the upper point is farther" scores 50 +- 8 %, with most pairs far apart vertically."""
+    from depthcore.data.render import render
+    from depthcore.data.rooms import SCENE_TYPES, sample_camera, sample_room
+
+    upper_farther_share, rule, far = [], [], []
+    for i in range(48):
+        rng = np.random.default_rng([3, i])
+        room = sample_room(rng, SCENE_TYPES[i % len(SCENE_TYPES)])
+        _, depth, _ = render(room, sample_camera(rng, room), 36, 48, rng)
+        # Random pairs, for contrast: the rule is far above chance on them.
+        ys, xs = rng.integers(0, 36, (2, 64)), rng.integers(0, 48, (2, 64))
+        apart = ys[0] != ys[1]
+        upper_farther_share += list(((ys[0] < ys[1]) == (depth[ys[0], xs[0]] > depth[ys[1], xs[1]]))[apart])
+        y_a, x_a, y_b, x_b = draw_pair(depth, i, rng)
+        rule.append(vertical_rule_correct(y_a, y_b, depth[y_a, x_a] > depth[y_b, x_b]))
+        far.append(abs(y_a - y_b) >= FAR_OFFSET * 36)
+    assert np.mean(upper_farther_share) > 0.65
+    assert abs(np.mean(rule) - 0.5) <= 0.08
+    assert np.mean(far) >= 0.5
+
+
+def test_synthetic_is_current_only_for_this_version_and_settings(tmp_path):
+    assert not synthetic_is_current(tmp_path / "none", **{k: v for k, v in TINY.items() if k != "progress"})
+    generate_synthetic(tmp_path / "a", seed=1, **TINY)
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
+    assert synthetic_is_current(tmp_path / "a", seed=1, **settings)
+    assert not synthetic_is_current(tmp_path / "a", seed=2, **settings)
+    manifest = tmp_path / "a" / "synthetic.json"
+    manifest.write_text(manifest.read_text().replace('"generator_version": ', '"generator_version": 1'))
+    assert not synthetic_is_current(tmp_path / "a", seed=1, **settings)
 
 
 def test_diw_files_in_official_format(synthetic_root):
@@ -141,3 +176,12 @@ def test_cli(tmp_path, capsys):
 def test_rejects_too_few_frames(tmp_path):
     with pytest.raises(ValueError, match="num_frames must be >= 2"):
         generate_synthetic(tmp_path, **{**TINY, "num_frames": 1})
+
+
+def test_cli_keeps_a_current_dataset_and_regenerates_a_stale_one(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--frames", "4", "--height", "12", "--width", "16", "--diw-train", "1",
+            "--diw-test", "1", "--quiet", "--keep-current"]
+    assert main(argv) == 0 and "done in" in capsys.readouterr().out
+    assert main(argv) == 0 and "kept" in capsys.readouterr().out
+    assert main([*argv[:-2], "--seed", "3", "--quiet", "--keep-current"]) == 0
+    assert "done in" in capsys.readouterr().out

@@ -31,7 +31,7 @@ def test_fit_reports_every_epoch_with_checkpoints(synthetic_root, tmp_path):
     result = fit(tiny_config(synthetic_root, tmp_path / "run"), report=lambda m, d: calls.append((dict(m), d)))
     assert [m["epoch"] for m, _ in calls] == [1.0, 2.0]
     for metrics, ckpt_dir in calls:
-        for key in ("train/loss", "train/images_per_s", "val/rmse", "val/d1", "val/mse_norm", "lr"):
+        for key in ("train/loss_mean", "train/images_per_s", "val/rmse", "val/d1", "val/mse_norm", "lr"):
             assert key in metrics and math.isfinite(metrics[key]), key
         assert ckpt_dir is not None
     payload = load_checkpoint(calls[-1][1])
@@ -111,7 +111,7 @@ def test_epoch_loss_is_the_mean_over_samples_seen():
         lr_for_step=lambda s: 0.0, first_step=0, max_batches=None, grad_clip=None, amp=False,
         channels_last=False,
     )
-    assert stats["train/loss"] == pytest.approx(2.0)
+    assert stats["train/loss_mean"] == pytest.approx(2.0)
 
 
 def test_the_best_epoch_follows_the_selection_metric_and_its_direction(synthetic_root, tmp_path):

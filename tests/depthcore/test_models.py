@@ -1,11 +1,10 @@
-"""Tests for depthcore.models: every registered model, the shared wrapper and both families."""
+"""Tests for depthcore.models: every registered model, the shared wrapper and each family."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,12 @@ from depthcore.models import (
     check_model_args,
     count_parameters,
     create_model,
+    describe_model,
+    get_family,
+    list_families,
     list_models,
     matched_pairs,
+    model_family,
     model_from_spec,
     model_info,
 )
@@ -38,13 +41,7 @@ from depthcore.models.unetpp import ENCODERS
 ALL_MODELS = list_models()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Other test processes share the two cores; one thread each keeps the suite predictable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -95,8 +92,10 @@ def assert_trains(model: nn.Module, size: int = 64, batch: int = 2) -> None:
 
 
 def test_registry_lists_families_and_presets() -> None:
-    assert {"unetpp", "lraspp"} <= set(ALL_MODELS)
+    assert {"unetpp", "lraspp", "segformer", "dpt"} == set(list_families())
+    assert set(list_families()) <= set(ALL_MODELS)
     assert set(PRESETS) <= set(ALL_MODELS)
+    assert set(ALL_MODELS) == set(list_families()) | set(PRESETS)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -122,6 +121,7 @@ def test_pretrained_offline_fails_fast_naming_the_weights(name: str, empty_weigh
     if info.type is FileNotFoundError:
         # Names the file and where it was looked for.
         assert (".safetensors" in message or ".pth" in message) and str(empty_weight_caches) in message
+        assert "pretrained=False" in message
     else:
         assert "width_mult" in message  # widened backbones have no ImageNet weights
 
@@ -144,6 +144,11 @@ def test_unknown_model_name_lists_valid_names() -> None:
         ("lraspp", {"width_mult": 0.0}, "> 0"),
         ("lraspp_7m", {"pretrained": True}, "width_mult=1.0"),
         ("unetpp_3m", {"encodr": "resnet18"}, "valid arguments: encoder, decoder_channels, pretrained"),
+        ("segformer", {"encoder": "mit_b9"}, "mit_b0, mit_b1, mit_b2"),
+        ("segformer_3m", {"decoder_channels": 0}, "positive integer"),
+        ("dpt", {"encoder": "vit_huge"}, "vit_tiny_patch16_224, vit_small_patch16_224"),
+        ("dpt_7m", {"decoder_channels": (32, 64)}, "4 positive integers"),
+        ("dpt", {"fusion_channels": 2.5}, "positive integer"),
     ],
 )
 def test_bad_arguments_raise_value_error_listing_choices(name: str, kwargs: dict, listed: str) -> None:
@@ -159,6 +164,11 @@ def test_bad_arguments_raise_value_error_listing_choices(name: str, kwargs: dict
         ("lraspp", {"size": "medium"}),
         ("lraspp", {"width_mult": -1.0}),
         ("lraspp_16m", {"pretrained": True}),
+        ("lraspp", {"bn_momentum": 0.0}),
+        ("segformer_16m", {"encoder": "mit_b7"}),
+        ("segformer", {"decoder_channels": True}),
+        ("dpt_7m", {"decoder_channels": "wide"}),
+        ("dpt", {"fusion_channels": -4}),
     ],
 )
 def test_check_model_args_matches_the_builders_message_without_building(name: str, kwargs: dict) -> None:
@@ -175,7 +185,7 @@ def test_check_model_args_accepts_every_model_and_rejects_names_and_arguments() 
         check_model_args(name)
     check_model_args("unetpp_3m", encoder="resnet18", pretrained=False)
     check_model_args("lraspp", size="small", width_mult=0.5)
-    with pytest.raises(KeyError, match="valid names: lraspp"):
+    with pytest.raises(KeyError, match="valid names: dpt, dpt_7m, lraspp"):
         check_model_args("unet")
     with pytest.raises(ValueError, match="valid arguments: size, width_mult, pretrained"):
         check_model_args("lraspp_3m", encoder="resnet18")
@@ -183,6 +193,24 @@ def test_check_model_args_accepts_every_model_and_rejects_names_and_arguments() 
         check_model_args("lraspp", width_mult="2")
     with pytest.raises(ValueError, match="pretrained must be true or false"):
         check_model_args("unetpp", pretrained="yes")
+
+
+def test_describe_model_names_family_and_encoder_from_the_registry() -> None:
+    assert describe_model("unetpp_3m") == {"architecture": "unetpp", "encoder": "mobilenet_v2"}
+    assert describe_model("unetpp_3m", {"encoder": "resnet18"})["encoder"] == "resnet18"
+    assert describe_model("lraspp_7m") == {"architecture": "lraspp", "encoder": "mobilenet_v3_large_x1.5"}
+    assert describe_model("lraspp", {"size": "small"})["encoder"] == "mobilenet_v3_small"
+    assert describe_model("segformer_16m") == {"architecture": "segformer", "encoder": "mit_b1"}
+    assert describe_model("dpt_7m") == {"architecture": "dpt", "encoder": "vit_tiny_patch16_224"}
+    for name in ALL_MODELS:
+        family = model_family(name)
+        assert family in list_families() and describe_model(name)["architecture"] == family
+        assert get_family(family).label and describe_model(name)["encoder"]
+    assert {get_family(f).label for f in list_families()} == {"U-Net++", "LR-ASPP", "SegFormer", "DPT"}
+    with pytest.raises(KeyError, match="valid names: dpt"):
+        model_family("unet")
+    with pytest.raises(KeyError, match="valid families: dpt, lraspp, segformer, unetpp"):
+        get_family("unetpp_3m")
 
 
 def test_spec_rebuilds_the_same_network() -> None:
@@ -211,13 +239,15 @@ def test_preset_arguments_can_be_overridden() -> None:
     assert count_parameters(wide)["total"] > count_parameters(narrow)["total"]
 
 
-def test_matched_pairs_are_within_20_percent() -> None:
+def test_matched_pairs_are_within_5_percent() -> None:
     pairs = matched_pairs()
-    assert len(pairs) >= 2
+    assert {"3m", "7m", "16m"} <= set(pairs)
     for label, names in pairs.items():
-        assert sorted(PRESETS[n].builder for n in names) == ["lraspp", "unetpp"], label
-        counts = [count_parameters(create_model(n))["total"] for n in names]
-        assert max(counts) <= 1.2 * min(counts), f"pair {label}: {dict(zip(names, counts, strict=True))}"
+        families = [PRESETS[n].builder for n in names]
+        assert len(families) >= 2 and len(set(families)) == len(families), f"pair {label}: one preset per family"
+        counts = {n: count_parameters(create_model(n))["total"] for n in names}
+        assert max(counts.values()) <= 1.05 * min(counts.values()), f"pair {label}: {counts}"
+    assert {PRESETS[n].builder for names in pairs.values() for n in names} == set(list_families())
 
 
 def test_count_parameters_separates_frozen() -> None:

@@ -15,6 +15,7 @@ from depthcore.viz import (
     ROW_LABEL_INCHES,
     TITLE_INCHES,
     figure_inches,
+    one_per_scene,
     prediction_grid,
     preview_predictions,
 )
@@ -123,3 +124,11 @@ def test_preview_predicts_the_first_samples_in_eval_mode(synthetic_root, tmp_pat
 def test_preview_needs_depth_samples(tmp_path):
     with pytest.raises(ValueError, match="depth"):
         preview_predictions(_TinyDepth(), [{"image": torch.rand(3, H, W)}], tmp_path / "x.png")
+
+
+def test_one_per_scene_spreads_the_preview_over_scenes():
+    scenes = ["a"] * 5 + ["b"] * 3 + ["c"] * 4 + ["d"] + ["e"] * 2
+    picked = one_per_scene(scenes, 3)
+    assert picked == [0, 8, 13]  # first frames of scenes a, c, e
+    assert len({scenes[i] for i in picked}) == 3
+    assert one_per_scene(["a", "a", "b"], 4) == [0, 2]  # fewer scenes than asked: one frame each

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,38 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from services import free_port, stop_group
 from sweep_fixtures import TINY_SPEC
 
 SERVER_START_TIMEOUT_S = 120  # uvicorn + the MLflow app import take ~20 s on 2 busy cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (it forks uvicorn workers), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URI (``http://127.0.0.1:<port>``) of an ``mlflow server`` on a fresh sqlite store."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     # The server's background job runner (huey consumers) is not needed and slows start and stop.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
@@ -76,7 +53,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.5)
         yield uri
     finally:
-        _stop(process)
+        stop_group(process)
 
 
 @pytest.fixture(scope="session")

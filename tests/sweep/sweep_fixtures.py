@@ -53,3 +53,19 @@ def copy_sweep(tiny: dict[str, Any], dst: Path) -> tuple[Path, str]:
     record["mlflow_tracking_uri"] = f"sqlite:///{(dst / 'nowhere' / 'mlflow.db').resolve()}"
     (sweep_dir / "sweep.json").write_text(json.dumps(record))
     return sweep_dir, f"sqlite:///{(dst / 'mlflow.db').resolve()}"
+
+
+def finished_trials(database: Path) -> int:
+    """Finished trials in a sweep's Optuna SQLite file, read-only with sqlite3.
+
+    Not with optuna.load_study: opening RDB storage sets up its schema, and doing that while the
+    sweep creates the same database makes one of the two fail.
+    """
+    if not database.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            (count,) = db.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
+        return int(count)
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +78,8 @@ def test_torchscript_and_onnx_match_eager_at_the_real_size(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name).eval()
     config = {"model": dict(model.depthcore_spec), "data": {"size": [200, 200]}, "train": {"stage": "nyu"}}
-    checks = write_model_files(model, config, (200, 200), tmp_path, onnx_exporter="torchscript")
+    checks = write_model_files(model, config, (200, 200), tmp_path, onnx_exporter="torchscript",
+                               pytorch_format="torchscript")
     assert max(checks["max_relative_difference"].values()) <= TOLERANCE
     image = torch.rand(2, 3, 200, 200)
     with torch.no_grad():
@@ -142,7 +145,7 @@ def test_seed_comparison_takes_the_direction_of_the_compared_metric():
 def test_failed_trials_are_never_winners_and_table_topk_export_report_agree(tmp_path):
     """One rule for every consumer: the best value belongs to a failed trial, which no selection takes."""
     from sweep.orchestrate import stage1_topk
-    from sweep.tuner import StageOutcome, TrialRecord
+    from sweep.study import StageOutcome, TrialRecord
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -189,12 +192,15 @@ def exported(tiny_sweep, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     sweep_dir, uri = copy_sweep(tiny_sweep, root)
     out = root / "export"
+    client = MlflowClient(uri)
+    ended = {r.info.run_id: r.info.end_time for r in client.search_runs(
+        [client.get_experiment_by_name("tiny").experiment_id], "tags.`depthsweep.kind` = 'trial'")}
     done = subprocess.run([sys.executable, "-m", "sweep.export", str(sweep_dir), "--out", str(out),
                            "--onnx-exporter", "torchscript"], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "registered models:/depthsweep-" in done.stdout
-    return {"uri": uri, "out": out, "study": load_study(uri, "tiny")}
+    return {"uri": uri, "out": out, "study": load_study(uri, "tiny"), "ended": ended, "sweep_dir": sweep_dir}
 
 
 @pytest.mark.slow
@@ -206,7 +212,7 @@ def test_export_writes_every_file_and_logs_test_metrics(exported):
         (stage, arch) for stage, best in winners.items() for arch in best)
     for row in listed:
         folder = exported["out"] / f"{row['architecture']}-{row['stage']}"
-        for name in ("model.pt", "model.onnx", "state_dict.pt", "config.yaml", "metrics.json", "MODEL_CARD.md"):
+        for name in ("model.pt2", "model.onnx", "state_dict.pt", "config.yaml", "metrics.json", "MODEL_CARD.md"):
             assert (folder / name).stat().st_size > 0, name
         info = json.loads((folder / "metrics.json").read_text())
         assert info["run_id"] == winners[row["stage"]][row["architecture"]].run_id
@@ -223,6 +229,9 @@ def test_export_writes_every_file_and_logs_test_metrics(exported):
         card = (folder / "MODEL_CARD.md").read_text()
         assert f"{info['latency']['median_ms']:.1f} ms" in card and "0.032" in card  # latency and the seed's table
         assert f"(B, 3, {info['input_size'][0]}, {info['input_size'][1]})" in card
+        assert "Synthetic test split" in card and "NYU Depth V2 test split" not in card  # the tiny sweep is synthetic
+        # Export logs to the winner's run without reopening it: the run's end time is the training's.
+        assert client.get_run(info["run_id"]).info.end_time == exported["ended"][info["run_id"]]
 
 
 @pytest.mark.slow
@@ -239,10 +248,10 @@ def test_champion_alias_loads_the_exported_model(exported):
         loaded = mlflow.pytorch.load_model(f"models:/{registered_name(row['architecture'], row['stage'])}@champion")
     finally:
         mp.undo()
-    scripted = torch.jit.load(str(folder / "model.pt"))
+    scripted = torch.export.load(str(folder / "model.pt2")).module()
     x = torch.rand(2, 3, *size)
     with torch.no_grad():
-        assert relative_difference(scripted(x), loaded.eval()(x)) <= TOLERANCE
+        assert relative_difference(scripted(x), loaded(x)) <= TOLERANCE  # a torch.export module: no .eval()
 
 
 @pytest.mark.slow
@@ -273,3 +282,50 @@ def test_seed_retraining_gives_a_confidence_interval(exported, tmp_path):
 
     kept = load_checkpoint(tmp_path / "d1" / "seed_1000" / "best")
     assert kept["extra"]["selection"] == {"metric": "val/d1", "mode": "max"}
+
+
+@pytest.mark.slow
+def test_the_registered_version_has_a_signature_the_export_files_and_installable_requirements(
+        exported, tmp_path):
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    from sweep.export.loaded import process_wide_stores
+
+    row = json.loads((exported["out"] / "exported.json").read_text())[0]
+    name = registered_name(row["architecture"], row["stage"])
+    client = MlflowClient(exported["uri"])
+    version = client.get_model_version_by_alias(name, "champion")
+    # MLflow resolves a models:/ URI through its process-wide tracking and registry URIs.
+    with process_wide_stores(exported["uri"]):
+        local = download_artifacts(artifact_uri=f"models:/{name}@champion", dst_path=str(tmp_path))
+    model = Model.load(local)
+    size = yaml.safe_load((exported["out"] / f"{row['architecture']}-{row['stage']}" / "config.yaml").read_text())["data"]["size"]
+    assert model.signature.inputs.inputs[0].shape == (-1, 3, *size)
+    assert model.signature.outputs.inputs[0].shape == (-1, 1, *size)
+    assert model.flavors["pytorch"].get("serialization_format") == "pt2" or any(
+        p.name == "model.pt2" for p in (Path(local) / "data").iterdir())
+    attached = {p.name for p in (Path(local) / "extra_files").iterdir()}
+    assert {"model.onnx", "model.pt2", "MODEL_CARD.md", "config.yaml", "state_dict.pt"} <= attached
+    required = (Path(local) / "requirements.txt").read_text().split()
+    assert not any(r.startswith("depthsweep") for r in required) and any(r.startswith("torch==") for r in required)
+    # Each requirement pins a distribution at the version this environment installed from the
+    # package index (through constraints.txt), so the list installs where that index is reachable.
+    for line in required:
+        name, _, pinned = line.partition("==")
+        assert pinned and importlib.metadata.version(name) == pinned, line
+    assert version.tags["depthsweep.data_digest"] and version.tags["depthsweep.selection_metric"]
+
+
+@pytest.mark.slow
+def test_a_second_export_of_the_same_winners_keeps_the_champion(exported, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sweep.export", str(exported["sweep_dir"]), "--out", str(tmp_path),
+                           "--onnx-exporter", "torchscript", "--stage", "nyu"],
+                          env={**os.environ, "MLFLOW_TRACKING_URI": exported["uri"]},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "@champion unchanged" in done.stdout and "does not beat version 1" in done.stdout
+    client = MlflowClient(exported["uri"])
+    for row in json.loads((tmp_path / "exported.json").read_text()):
+        name = registered_name(row["architecture"], row["stage"])
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from sweep_fixtures import TINY_SPEC
+from sweep_fixtures import TINY_SPEC, finished_trials
 
 from sweep.run import main
 
@@ -35,22 +33,6 @@ def _resumable_spec() -> str:
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def _count_finished(database: Path) -> int:
-    """Finished trials in the sweep's Optuna database, read-only with sqlite3.
-
-    Not with optuna.load_study: opening RDB storage sets up its schema, and doing that while the
-    sweep creates the same database makes one of the two fail.
-    """
-    if not database.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-            (count,) = db.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
-        return int(count)
-    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
-        return 0
-
-
 def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name="resumable-nyu", storage=storage)
     return [t for t in study.trials if t.state in FINISHED]
@@ -67,7 +49,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600
-        while _count_finished(sweep_dir / "optuna.db") < 2:
+        while finished_trials(sweep_dir / "optuna.db") < 2:
             assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no two finished trials in 10 minutes"
             time.sleep(1)

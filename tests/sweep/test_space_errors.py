@@ -131,7 +131,7 @@ BAD = [
         "unknown_model",
         spec_text(space="model/name: {type: categorical, choices: [unetpp, unet]}", conditional=None),
         [],
-        ["space.model/name.choices: expected a model name (lraspp, lraspp_16m,", "found string 'unet'"],
+        ["space.model/name.choices: expected a model name (dpt, dpt_7m, lraspp,", "found string 'unet'"],
     ),
     (
         "unknown_encoder",

@@ -50,7 +50,11 @@ def test_mlflow_records_parents_children_params_metrics_artifacts(sweep):
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "config.yaml" in names and "checkpoint" in names
-        assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "preview"))
+        assert "preview_val_best.png" in names  # at the root: the compare view shows them side by side
+        number = run.data.tags["optuna_trial_number"]
+        assert run.info.run_name == f"{run.data.tags['architecture']}-nyu-{number}"
+        # The summary column is the best epoch's value, the one selection ranks by.
+        assert run.data.metrics["best/val_rmse"] == pytest.approx(min(m.value for m in history))
     nyu_ids = {r.info.run_id for r in nyu}
     for run in diw:
         assert run.data.tags["mlflow.parentRunId"] == parent_of["diw"]
@@ -67,6 +71,7 @@ def test_optuna_states_match_what_happened(sweep):
     runs = {r.data.tags["ray_trial_id"]: r for r in _children(client, experiment.experiment_id, "nyu")}
     study = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert study.metric_names == ["val/rmse"]
     by_lr = {round(float(r.data.params["optim/lr"]), 12): r for r in runs.values()}
     for trial in study.trials:
         run = by_lr[round(trial.params["optim/lr"], 12)]
@@ -75,6 +80,8 @@ def test_optuna_states_match_what_happened(sweep):
         # PRUNED means ASHA stopped it before the last epoch; COMPLETE ran them all.
         assert (epochs < 2) == (trial.state == TrialState.PRUNED)
         assert trial.value is not None
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))  # the last epoch too
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
     # Stage 2 starts from each architecture's best stage-1 trial (top_k 1 per architecture).
     topk = json.loads((sweep["dir"] / "stage1_topk.json").read_text())
     best: dict[str, float] = {}
@@ -85,6 +92,18 @@ def test_optuna_states_match_what_happened(sweep):
     assert sorted(row["architecture"] for row in topk) == sorted(best)
     for row in topk:
         assert row["value"] == pytest.approx(best[row["architecture"]])
+
+
+def test_dry_run_shows_the_trials_the_sweep_ran_first(sweep, capsys):
+    # The enqueued first trials (one per architecture) with their sampled parameters, from the
+    # sweep's own sampler and seed: the same configurations the finished sweep started with.
+    assert main([str(sweep["spec"]), "--dry-run", "--stage", "nyu"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    study = optuna.load_study(study_name="tiny-nyu", storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    first = sorted(study.trials, key=lambda t: t.number)[:2]
+    assert [t.params["model/name"] for t in first] == ["unetpp_3m", "lraspp_3m"]
+    for trial, config in zip(first, shown[:2], strict=True):
+        assert {k: config[k] for k in trial.params} == pytest.approx(trial.params)
 
 
 def test_existing_study_without_resume_is_an_error(sweep, capsys):

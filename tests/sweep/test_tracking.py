@@ -67,15 +67,19 @@ def _fake_trial(tracker: TrialTracker, cfg: ExperimentConfig, tmp: Path, rmse0: 
     # What the trial does once fit has built the network (built once per trial).
     tracker.set_tags({"parameter_count": count_parameters(create_model(cfg.model.name))["total"]})
     for epoch in (1, 2, 3):
-        tracker.log_epoch({"epoch": float(epoch), "train/loss": 1.0 / epoch, "val/rmse": rmse0 / epoch,
-                           "val/d1": 0.2 * epoch, "note": "not a number"}, step=epoch)
+        metrics = {"epoch": float(epoch), "train/loss_mean": 1.0 / epoch, "val/rmse": rmse0 / epoch * (1 + (epoch == 3)),
+                   "val/d1": 0.2 * epoch, "note": "not a number"}
+        tracker.log_epoch(metrics, step=epoch)
+        if epoch < 3:  # epoch 3 is worse: the best epoch stays 2
+            tracker.log_best(metrics, epoch)
     best = tmp / f"{tracker.trial_key}_best"
     best.mkdir()
     torch.save({"weights": torch.zeros(4)}, best / "checkpoint.pt")
     tracker.log_config(cfg)
     tracker.log_best_checkpoint(best)
     depth = torch.rand(2, 1, 16, 16) + 1.0
-    tracker.log_preview(prediction_grid(torch.rand(2, 3, 16, 16), depth, depth * 1.1, path=tmp / f"{tracker.trial_key}.png"))
+    tracker.log_preview(prediction_grid(torch.rand(2, 3, 16, 16), depth, depth * 1.1, path=tmp / f"{tracker.trial_key}.png"),
+                        epoch=2)
     tracker.finish("completed")
     return run_id
 
@@ -108,6 +112,9 @@ def test_sweep_layout_in_mlflow(store, tmp_path):
 
     parent_run = client.get_run(parent)
     assert parent_run.info.status == "FINISHED"
+    assert parent_run.info.run_name == "nyu stage · layout study"
+    note = client.get_experiment(experiment_id).tags["mlflow.note.content"]
+    assert "Group by" in note and "`architecture`" in note
     assert {TAG_KIND: "parent", TAG_STAGE_PARENT: "nyu", TAG_STUDY: "layout study"}.items() <= parent_run.data.tags.items()
     assert parent_run.data.metrics["best/val/rmse"] == pytest.approx(1.0 / 3)
     assert parent_run.data.tags["best_trial"] == "trial_0"
@@ -127,10 +134,17 @@ def test_sweep_layout_in_mlflow(store, tmp_path):
         assert tags["parameter_count"] == str(count_parameters(create_model(name))["total"])
         history = client.get_metric_history(run_id, "val/rmse")
         assert [m.step for m in history] == [1, 2, 3]
-        assert [m.value for m in history] == pytest.approx([history[0].value / e for e in (1, 2, 3)])
+        assert [m.value for m in history] == pytest.approx([history[0].value / e * (1 + (e == 3)) for e in (1, 2, 3)])
         assert "note" not in run.data.metrics
+        # The table's summary columns hold the best epoch's values, not the last epoch's.
+        assert run.data.metrics["best/val_rmse"] == pytest.approx(history[1].value)
+        assert run.data.metrics["best/epoch"] == 2
+        assert run.data.metrics["val/rmse"] == pytest.approx(history[2].value)
+        assert not set(run.data.params) & set(run.data.metrics)  # no name is both
         artifacts = _artifacts(client, run_id)
-        assert {"config.yaml", "checkpoint/checkpoint.pt", f"preview/{tags[TAG_TRIAL_KEY]}.png"} == artifacts
+        assert {"config.yaml", "checkpoint/checkpoint.pt", "preview_val_best.png"} <= artifacts
+        images = {a for a in artifacts if a.startswith("images/")}
+        assert images and all(a.startswith("images/preview_val+step+2+") for a in images), images
         assert run.info.artifact_uri.startswith((default_artifact_root(root) / "layout_study").as_uri())
 
 
@@ -217,7 +231,7 @@ def test_tracking_errors_after_start_do_not_stop_training(store, tmp_path, caplo
     tracker = TrialTracker(uri, experiment_id, parent, "trial_0")
     run_id = tracker.start({"optim/lr": 0.1}, {})
     with caplog.at_level(logging.WARNING, logger="sweep.tracking.trial_run"):
-        tracker.log_preview(tmp_path / "missing.png")  # no such file
+        tracker.log_preview(tmp_path / "missing.png", epoch=1)  # no such file
         tracker.log_best_checkpoint(tmp_path / "no_checkpoint")  # no such folder
         tracker.log_epoch({"val rmse?": 1.0}, step=1)  # MLflow refuses the metric name
         tracker.log_epoch({"val/rmse": 1.0}, step=1)  # and the next call still works

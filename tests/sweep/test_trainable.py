@@ -34,11 +34,14 @@ def test_trial_config_follows_the_cpu_share(tmp_path):
 
 
 def test_each_model_gets_a_first_trial(tmp_path):
-    from sweep.tuner import model_first_points
+    from sweep.study import STAGE1_PARAM, model_first_points
 
     ctx = _context(tmp_path, cpu=1)
     assert model_first_points(ctx.spec, "nyu") == [{"model/name": "unetpp_3m"}, {"model/name": "lraspp_3m"}]
-    assert model_first_points(ctx.spec, "diw") == []  # stage 2 fine-tunes the stage-1 models
+    assert model_first_points(ctx.spec, "diw") == []  # no stage-1 checkpoints given
+    # Stage 2: the best stage-1 checkpoint of each architecture (rows arrive best first).
+    stage1 = {"a": {"architecture": "U-Net++"}, "b": {"architecture": "U-Net++"}, "c": {"architecture": "LR-ASPP"}}
+    assert model_first_points(ctx.spec, "diw", stage1) == [{STAGE1_PARAM: "a"}, {STAGE1_PARAM: "c"}]
     raw = yaml.safe_load(TINY_SPEC)
     raw["stages"]["nyu"]["num_samples"] = 1  # fewer trials than models: TPE decides
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(raw))

@@ -31,7 +31,7 @@ def test_true_state_searcher_links_ids_and_tells_the_best_epoch():
     search.on_trial_complete("t1", {"val/rmse": 0.7, "epoch": 3, "mlflow_run_id": "run-a"})
     (trial,) = search._ot_study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.5  # the best epoch, not the last
-    assert trial.user_attrs == {"ray_trial_id": "t1", "mlflow_run_id": "run-a"}
+    assert trial.user_attrs == {"ray_trial_id": "t1", "mlflow_run_id": "run-a", "best_value": 0.5}
     assert sorted(trial.intermediate_values) == [1, 2, 3]
 
 
@@ -43,3 +43,30 @@ def test_true_state_searcher_maximises_a_maximised_metric():
         search.on_trial_result("t1", {"val/d1": value, "epoch": epoch, "training_iteration": epoch})
     search.on_trial_complete("t1", {"val/d1": 0.6, "epoch": 2})
     assert search._ot_study.trials[0].value == 0.8
+
+
+def test_the_study_names_its_metric_and_the_last_epoch_is_an_intermediate_value():
+    search = TrueStateOptunaSearch(space=_space, metric="val/rmse", mode="min", max_epochs=3,
+                                   sampler=optuna.samplers.RandomSampler(seed=0))
+    search.suggest("t1")
+    for epoch, value in ((1, 0.9), (2, 0.8)):
+        search.on_trial_result("t1", {"val/rmse": value, "epoch": epoch, "training_iteration": epoch})
+    # Ray hands a finished trial's last result to on_trial_complete only; it is the best here.
+    search.on_trial_complete("t1", {"val/rmse": 0.4, "epoch": 3, "training_iteration": 3})
+    assert search._ot_study.metric_names == ["val/rmse"]  # not "Objective 0" in optuna-dashboard
+    (trial,) = search._ot_study.trials
+    assert trial.intermediate_values == {1: 0.9, 2: 0.8, 3: 0.4}
+    assert trial.value == 0.4
+
+
+def test_a_pruned_trial_keeps_its_best_epoch_beside_optunas_last_value():
+    search = TrueStateOptunaSearch(space=_space, metric="val/rmse", mode="min", max_epochs=4,
+                                   sampler=optuna.samplers.RandomSampler(seed=0))
+    search.suggest("t1")
+    search.on_trial_result("t1", {"val/rmse": 0.6, "epoch": 1, "training_iteration": 1})
+    # ASHA stops the trial on its second result, which Ray hands only to on_trial_complete.
+    search.on_trial_complete("t1", {"val/rmse": 0.8, "epoch": 2, "training_iteration": 2})
+    (trial,) = search._ot_study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.value == 0.8  # Optuna's rule for PRUNED: the last intermediate value
+    assert trial.user_attrs["best_value"] == 0.6  # what selection ranks it by
