@@ -139,6 +139,13 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
                                stage1=stage1)
             outcome = run_stage(ctx, ray_dir, storage_url=storage_url, resume=resume,
                                 stage1_choices=list(stage1) or None, trainable=trainable)
+            if outcome.storage_error:
+                finish_parent(parent, {"interrupted": "true"}, tracking_uri, status="KILLED")
+                print(f"error: stage {stage}: the Optuna study's database {redact(storage_url)} stopped answering "
+                      f"({outcome.storage_error}); the {outcome.finished} trial(s) that ended are kept in Ray's "
+                      f"records. Once it answers again, continue with:\n  {resume_command(spec, sweep_dir, overrides)}",
+                      flush=True)
+                return 1
             if outcome.interrupted:
                 finish_parent(parent, {"interrupted": "true"}, tracking_uri, status="KILLED")
                 print(f"\n[{stage}] interrupted after {outcome.finished} finished trial(s); the state is saved. "
@@ -168,7 +175,8 @@ def run_sweep(spec: SweepSpec, stages: list[str], sweep_dir: Path, *, resume: bo
                 (sweep_dir / TOPK_FILE).write_text(json.dumps(rows, indent=2))
     from sweep.summary import print_summary
 
-    print_summary(summary, spec, sweep_dir, tracking_uri, time.perf_counter() - started, baselines)
+    print_summary(summary, spec, sweep_dir, tracking_uri, time.perf_counter() - started, baselines,
+                  optuna_storage=storage_url)
     return 0
 
 

@@ -12,33 +12,40 @@ makes of it, with the Optuna study as the record of how a trial ended:
 - Optuna has a trial running that Ray's snapshot does not know (Ray sampled it after its last
   snapshot): Ray will never resume it. It is told FAIL, its MLflow run is closed KILLED, and
   Ray samples a new trial in its place. The trial's folder stays on disk.
-- Optuna has a trial running that Ray's snapshot has ended: Optuna missed the end; told FAIL.
+- Optuna has a trial running that Ray's snapshot has ended: Optuna missed the end (the driver
+  died between the two writes, or the study's database stopped answering while the trial ran).
+  It is told its end from Ray's records of the trial (each epoch's value, then COMPLETE, PRUNED
+  or FAIL by the searcher's rules, ``sweep.study.tell_end``); FAIL when Ray kept no result.
 - An MLflow run left RUNNING is closed with its Optuna trial's end (``completed``,
   ``stopped_early``, ``failed``), or KILLED when its trial was lost; runs of trials Ray resumes
   stay open (the trial reopens them).
 
-Only the JSON text of Ray's snapshot is read and changed here (trial ids and statuses): no
-Ray import. Checkpoint references inside the snapshot are Ray objects; ``sweep.tuner`` makes
+Only the JSON text of Ray's snapshot and of its trial folders is read and changed here (trial ids,
+statuses, results): no Ray import. Checkpoint references inside the snapshot are Ray objects; ``sweep.tuner`` makes
 those restorable.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from depthcore.stages import better
+from sweep.record import write_atomic
+from sweep.study import report_epoch, tell_end
 from sweep.tracking.store import (
     TAG_KIND,
     TAG_RAY_TRIAL,
     TAG_TRIAL_KEY,
     TAG_TRIAL_STATE,
+    USER_ATTR_MLFLOW,
     USER_ATTR_RAY,
     client_for,
 )
@@ -59,21 +66,46 @@ class Reconciled:
     ray_ended: dict[str, str] = field(default_factory=dict)
     """Ray trial id -> the status written into Ray's snapshot."""
     optuna_failed: list[int] = field(default_factory=list)
+    optuna_told: dict[int, str] = field(default_factory=dict)
+    """Optuna trial number -> the end told from Ray's records of the trial."""
     mlflow_closed: dict[str, str] = field(default_factory=dict)
     """MLflow run id -> the MLflow status it was closed with."""
 
     def __bool__(self) -> bool:
-        return bool(self.ray_ended or self.optuna_failed or self.mlflow_closed)
+        return bool(self.ray_ended or self.optuna_failed or self.optuna_told or self.mlflow_closed)
 
     def describe(self) -> str:
-        return (f"{len(self.ray_ended)} trial(s) Ray would have rerun, {len(self.optuna_failed)} lost trial(s) "
-                f"told FAIL, {len(self.mlflow_closed)} MLflow run(s) closed")
+        return (f"{len(self.ray_ended)} trial(s) Ray would have rerun, {len(self.optuna_told)} trial(s) told Optuna "
+                f"from Ray's records, {len(self.optuna_failed)} lost trial(s) told FAIL, {len(self.mlflow_closed)} "
+                f"MLflow run(s) closed")
 
 
 def latest_snapshot(stage_dir: Path) -> Path | None:
     """Ray's newest experiment snapshot of a stage (the one ``Tuner.restore`` reads), or None."""
     found = sorted(Path(stage_dir).glob("experiment_state-*.json"))
     return found[-1] if found else None
+
+
+@dataclass(frozen=True)
+class RayTrial:
+    """One trial as Ray recorded it: its sampled config and each reported result, in order."""
+
+    trial_id: str
+    folder: Path
+    config: dict[str, Any]
+    results: list[dict[str, Any]]
+
+
+def ray_trials(stage_dir: Path) -> list[RayTrial]:
+    """The trials of a stage folder that reported at least one result."""
+    found = []
+    for folder in sorted(p for p in Path(stage_dir).iterdir() if p.is_dir()):
+        lines = (folder / "result.json").read_text().splitlines() if (folder / "result.json").is_file() else []
+        results = [json.loads(line) for line in lines if line.strip()]
+        if results and (folder / "params.json").is_file():
+            found.append(RayTrial(str(results[0]["trial_id"]), folder,
+                                  json.loads((folder / "params.json").read_text()), results))
+    return found
 
 
 def ray_statuses(snapshot: Path) -> dict[str, str]:
@@ -94,23 +126,20 @@ def set_ray_statuses(snapshot: Path, statuses: dict[str, str]) -> None:
     write_atomic(snapshot, json.dumps(raw))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
 def reconcile_stage(stage_dir: Path, storage: optuna.storages.BaseStorage, optuna_study: str,
-                    tracking_uri: str, experiment_name: str, trial_key_prefix: str) -> Reconciled:
+                    tracking_uri: str, experiment_name: str, trial_key_prefix: str, *, metric: str, mode: str,
+                    max_epochs: int) -> Reconciled:
     """Bring the three records of one stage into agreement (see the module's docstring).
 
-    ``trial_key_prefix`` is ``<study>/<stage>/``: the MLflow trial runs of this stage.
+    ``trial_key_prefix`` is ``<study>/<stage>/``: the MLflow trial runs of this stage; ``metric``,
+    ``mode`` and ``max_epochs`` are the stage's, for a trial told its end from Ray's records.
     """
     done = Reconciled()
     snapshot = latest_snapshot(stage_dir)
     if snapshot is None or optuna_study not in optuna.get_all_study_names(storage=storage):
         return done
     ray = ray_statuses(snapshot)
+    records = {t.trial_id: t for t in ray_trials(stage_dir)}
     study = optuna.load_study(study_name=optuna_study, storage=storage)
     by_ray: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False):
@@ -123,6 +152,12 @@ def reconcile_stage(stage_dir: Path, storage: optuna.storages.BaseStorage, optun
             continue
         if ray_id in ray and ray[ray_id] not in RAY_ENDED:
             continue  # Ray resumes it from its checkpoint and tells Optuna how it ended
+        recorded = records.get(str(ray_id)) if ray_id in ray else None
+        if recorded is not None:
+            state = _tell_from_records(study, trial, recorded, ray[ray_id], metric, mode, max_epochs)
+            done.optuna_told[trial.number] = state.name
+            by_ray[str(ray_id)] = study._storage.get_trial(trial._trial_id)  # its end, for its MLflow run
+            continue
         reason = LOST_END if ray_id in ray else LOST_BY_KILL
         storage.set_trial_user_attr(trial._trial_id, LOST_ATTR, reason)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -132,6 +167,27 @@ def reconcile_stage(stage_dir: Path, storage: optuna.storages.BaseStorage, optun
     done.mlflow_closed = _close_open_runs(tracking_uri, experiment_name, trial_key_prefix, ray,
                                           set(done.ray_ended), by_ray)
     return done
+
+
+def _tell_from_records(study: optuna.Study, trial: optuna.trial.FrozenTrial, recorded: RayTrial, status: str,
+                       metric: str, mode: str, max_epochs: int) -> TrialState:
+    """Tell Optuna the end of a trial Ray ended, from its results: the epochs Optuna lacks on its curve,
+    the MLflow run id, then the end by the searcher's rules (FAIL for an errored trial or a non-finite
+    last value)."""
+    live = optuna.Trial(study, trial._trial_id)
+    best: float | None = None
+    for result in recorded.results:
+        value, step = result.get(metric), result.get("training_iteration", result.get("epoch"))
+        if isinstance(value, int | float) and math.isfinite(value) and step is not None:
+            if int(step) not in trial.intermediate_values:
+                report_epoch(live, float(value), int(step))
+            best = float(value) if best is None or better(value, best, mode) else best
+    last: dict[str, Any] = recorded.results[-1]
+    if last.get(USER_ATTR_MLFLOW) and USER_ATTR_MLFLOW not in trial.user_attrs:
+        live.set_user_attr(USER_ATTR_MLFLOW, last[USER_ATTR_MLFLOW])
+    value = last.get(metric)
+    finite = status != "ERROR" and isinstance(value, int | float) and math.isfinite(value)
+    return tell_end(study, live, best if finite else None, int(last.get("epoch", 0)), max_epochs)
 
 
 def _close_open_runs(tracking_uri: str, experiment_name: str, prefix: str, ray: dict[str, str],

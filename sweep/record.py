@@ -61,10 +61,16 @@ def write_record(record: SweepRecord) -> Path:
     raw = {"name": record.name, "spec": record.spec_path, "stages": record.stages,
            "optuna_storage": redact(record.optuna_storage), "mlflow_tracking_uri": redact(record.tracking_uri),
            "ray_storage_path": record.ray_storage_path, "overrides": record.overrides, "spec_resolved": record.spec}
-    with tempfile.NamedTemporaryFile("w", dir=record.dir, prefix=".sweep-", suffix=".json", delete=False) as tmp:
-        tmp.write(json.dumps(raw, indent=2, default=str))
-    Path(tmp.name).replace(record.path)
+    write_atomic(record.path, json.dumps(raw, indent=2, default=str))
     return record.path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a kill mid-write leaves the old file (or none) and a
+    hidden temporary file beside it, never a truncated one."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
 
 
 def is_sweep_dir(folder: str | Path) -> bool:

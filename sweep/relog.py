@@ -14,44 +14,20 @@ No Ray here: the records are files; ``sweep.trial`` supplies the run's params, t
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from depthcore.stages import better
-from sweep.reconcile import OPTUNA_TO_TRIAL_STATE, latest_snapshot, ray_statuses
+from sweep.reconcile import OPTUNA_TO_TRIAL_STATE, RayTrial, latest_snapshot, ray_statuses, ray_trials
 from sweep.tracking import USER_ATTR_RAY, TrialTracker
 from sweep.tracking.store import TrackingError, client_for, find_child, first_line
 from sweep.tracking.views import BEST_EPOCH
 from sweep.trial import TrialContext, trial_key, trial_run
 
 EPOCH = "epoch"
-
-
-@dataclass(frozen=True)
-class RayTrial:
-    """One trial as Ray recorded it: its sampled config and each reported result, in order."""
-
-    trial_id: str
-    folder: Path
-    config: dict[str, Any]
-    results: list[dict[str, Any]]
-
-
-def ray_trials(stage_dir: Path) -> list[RayTrial]:
-    """The trials of a stage folder that reported at least one result."""
-    found = []
-    for folder in sorted(p for p in Path(stage_dir).iterdir() if p.is_dir()):
-        lines = (folder / "result.json").read_text().splitlines() if (folder / "result.json").is_file() else []
-        results = [json.loads(line) for line in lines if line.strip()]
-        if results and (folder / "params.json").is_file():
-            found.append(RayTrial(str(results[0]["trial_id"]), folder,
-                                  json.loads((folder / "params.json").read_text()), results))
-    return found
 
 
 def relog_stage(ctx: TrialContext, stage_dir: Path, storage: optuna.storages.BaseStorage) -> list[str]:

@@ -4,18 +4,37 @@ fills them from Ray's results)."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
+from optuna.trial import TrialState
 
 from depthcore.stages import FIRST_STAGE, STAGES
 from sweep.spec import SweepSpec
 from sweep.stores import storage_error
+from sweep.tracking.store import first_line
 
 STAGE1_PARAM = "stage1_trial"
 """Stage-2 parameter naming the stage-1 trial whose best checkpoint is fine-tuned."""
+
+
+USER_ATTR_BEST = "best_value"
+"""Optuna user attribute: the trial's best epoch's value (its Optuna value too, unless it was PRUNED)."""
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+"""What Optuna's RDB storage raises when its database stops answering mid-sweep."""
+
+
+def storage_failure(err: BaseException) -> str:
+    """One line for a database error mid-sweep: Optuna's ``StorageInternalError`` words every failed
+    commit as possibly invalid data, so the database driver's own error under it is shown."""
+    while isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__
+    return first_line(err)
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
@@ -96,3 +115,28 @@ class StageOutcome:
     """Tune returned early (Ctrl-C / SIGINT): some trials did not finish; the state is saved."""
     finished: int
     """Trials that ended (completed, stopped early or failed)."""
+    storage_error: str | None = None
+    """The first line of the Optuna database's error, when it stopped answering during the stage (no
+    trial started after it; the running ones finished)."""
+
+
+def report_epoch(trial: optuna.Trial, value: float, step: int) -> None:
+    """An epoch's value on the trial's curve (Optuna keeps the first report of a step)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trial.report(value, step)
+
+
+def tell_end(study: optuna.Study, trial: optuna.Trial, best: float | None, epochs: int, max_epochs: int) -> TrialState:
+    """Tell Optuna how a trial ended, by the sweep's rules: FAIL without a finite best value; else
+    the best epoch's value (what selection ranks by) as user attribute ``USER_ATTR_BEST`` and, when
+    the trial ran all ``max_epochs``, COMPLETE with that value, else PRUNED (stopped early; Optuna
+    gives a PRUNED trial its last epoch's value)."""
+    if best is None or not math.isfinite(best):
+        state = TrialState.FAIL
+        study.tell(trial, state=state)
+        return state
+    trial.set_user_attr(USER_ATTR_BEST, float(best))
+    state = TrialState.PRUNED if epochs < max_epochs else TrialState.COMPLETE
+    study.tell(trial, float(best) if state == TrialState.COMPLETE else None, state=state)
+    return state

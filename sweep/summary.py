@@ -9,6 +9,7 @@ from depthcore.baselines import TITLES, best_baseline, gain_over
 from depthcore.config import flatten
 from depthcore.stages import STAGES, mode_of
 from sweep.record import read_record
+from sweep.redact import redact
 from sweep.spec import SweepSpec
 
 
@@ -56,10 +57,12 @@ def beyond_text(value: float, top: tuple[str, float] | None, metric: str) -> str
 
 
 def print_summary(summary: dict[str, Any], spec: SweepSpec, sweep_dir: Path, tracking_uri: str, seconds: float,
-                  baselines: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
+                  baselines: dict[str, dict[str, dict[str, float]]] | None = None, *, optuna_storage: str) -> None:
     print(format_summary(summary, baselines))
     print(f"\nsweep {sweep_dir.name} finished in {seconds / 60:.1f} min; results in {sweep_dir}")
-    print(f"Optuna study: optuna-dashboard or optuna.load_study(storage='sqlite:///{sweep_dir / 'optuna.db'}')")
+    studies = ", ".join(f"{sweep_dir.name}-{stage}" for stage in summary)
+    print(f"Optuna studies {studies}: optuna-dashboard {redact(optuna_storage)}  "
+          f"(or optuna.load_study(study_name=..., storage=...))")
     print(mlflow_ui_line(tracking_uri))
 
 

@@ -1,6 +1,7 @@
 """One trial: sampled parameters -> depthcore config -> ``depthcore.engine.fit(report=...)``.
 
-This module and ``tuner.py`` are the only modules that import Ray.
+This module and ``tuner.py`` are the only modules that import Ray; the driver's callback that
+closes a trial's MLflow run and prints its progress line (``TrialStateCallback``) is here too.
 The engine calls ``report(metrics, checkpoint_dir)`` once per epoch; the adapter
 forwards it to ``ray.tune.report`` with a checkpoint, logs the epoch to the trial's
 MLflow run, and — whenever the validation metric improves — logs that epoch's
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import ray.tune
 import ray.util
 from ray.tune import Checkpoint
+from ray.tune.experiment import Trial
 
 from depthcore.config import ExperimentConfig, flatten
 from depthcore.stages import STAGES, worst
@@ -40,8 +42,9 @@ from sweep.tracking import (
     TAG_RAY_TRIAL,
     USER_ATTR_MLFLOW,
     TrialTracker,
+    finish_trial_run,
 )
-from sweep.tracking.store import TrackingError, bound_http_retries
+from sweep.tracking.store import TrackingError, bound_http_retries, first_line
 from sweep.tracking.views import trial_number, trial_run_name
 from sweep.trial_tags import trial_tags
 
@@ -219,3 +222,67 @@ def _preview(cfg: ExperimentConfig, model: torch.nn.Module, epoch: int, scratch:
     device = next(model.parameters()).device
     return preview_predictions(model, data, path, n=4, device=device, indices=one_per_scene(data.scenes, 4),
                                title=f"validation split, epoch {epoch}")
+
+
+# -- the driver's view of a trial's start and end ------------------------------------------------
+
+
+class TrialStateCallback(ray.tune.Callback):
+    """Driver-side: when a trial ends, tag its MLflow run completed / stopped early / failed,
+    and print a progress line (counts and the best value so far).
+
+    A trial stopped by ASHA never returns from its training function, so its final
+    state can only be known here.
+    """
+
+    def __init__(self, ctx: TrialContext, max_epochs: int, num_samples: int) -> None:
+        self.ctx = ctx
+        self.max_epochs = max_epochs
+        self.num_samples = num_samples
+        self.states: dict[str, str] = {}
+        self.best: float | None = None
+        self.tracking_errors = 0
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in flatten(trial.config).items())
+        print(f"[{self.ctx.stage}] trial {trial.trial_id} started: {params}", flush=True)
+
+    def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
+        self.states[trial.trial_id] = state
+        try:  # no run to close when the trial failed before it started one
+            finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
+                             trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)
+        except Exception as err:  # MLflow is away: sweep.relog closes the run at the stage's end
+            self.tracking_errors += 1
+            if self.tracking_errors == 1:
+                print(f"[{self.ctx.stage}] MLflow is not answering ({first_line(err)}); the trials go on, and "
+                      f"the stage's end logs what it missed", flush=True)
+        stage = self.ctx.spec.stages[self.ctx.stage]
+        last = trial.last_result or {}
+        value = last.get(stage.metric)
+        if value is not None and math.isfinite(value):
+            if self.best is None or (value < self.best if stage.mode == "min" else value > self.best):
+                self.best = value
+        counts = {s: list(self.states.values()).count(s) for s in ("completed", "stopped_early", "failed")}
+        running = sum(1 for t in trials if t.status == Trial.RUNNING)
+        print(f"[{self.ctx.stage}] trial {trial.trial_id} {state.replace('_', ' ')} after "
+              f"{int(last.get('epoch', 0))} epoch(s): {stage.metric} {_short(value)} | "
+              f"{len(self.states)}/{self.num_samples} done ({counts['completed']} completed, "
+              f"{counts['stopped_early']} stopped early, {counts['failed']} failed), {running} running, "
+              f"best {stage.metric} {_short(self.best)}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        last = trial.last_result or {}
+        value = last.get(self.ctx.spec.stages[self.ctx.stage].metric)
+        if value is None or not math.isfinite(value):
+            self._finish(trial, "failed", trials)
+        else:
+            self._finish(trial, "completed" if int(last.get("epoch", 0)) >= self.max_epochs else "stopped_early",
+                         trials)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, "failed", trials)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -27,33 +27,39 @@ from typing import Any
 
 import optuna
 import ray
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig
-from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
 
-from depthcore.config import flatten
 from depthcore.errors import one_line
 from depthcore.stages import better
-from sweep.reconcile import latest_snapshot, reconcile_stage, write_atomic
-from sweep.study import StageOutcome, TrialRecord, model_first_points, optuna_storage, stage_sampler
-from sweep.tracking import USER_ATTR_MLFLOW, USER_ATTR_RAY, finish_trial_run
-from sweep.tracking.store import first_line
-from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, run_trial, trial_key
+from sweep.reconcile import latest_snapshot, reconcile_stage
+from sweep.record import write_atomic
+from sweep.study import (
+    STORAGE_ERRORS,
+    StageOutcome,
+    TrialRecord,
+    model_first_points,
+    optuna_storage,
+    report_epoch,
+    stage_sampler,
+    storage_failure,
+    tell_end,
+)
+from sweep.tracking import USER_ATTR_MLFLOW, USER_ATTR_RAY
+from sweep.trial import OPTUNA_TRIAL_KEY, STAGE1_PARAM, TrialContext, TrialStateCallback, run_trial, trial_key
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 2
 """Retries of a trial whose worker crashed or whose node was lost, each from its last checkpoint."""
-
-
-USER_ATTR_BEST = "best_value"
-"""Optuna user attribute: the trial's best epoch's value (its Optuna value too, unless it was PRUNED)."""
+STORAGE_LOST: dict[str, str] = {}
+"""Optuna study name -> the first line of its database's error, once it stopped answering; kept
+outside the searcher, which Ray pickles into its snapshots (a restored one would inherit it)."""
 
 
 class TrueStateOptunaSearch(OptunaSearch):
@@ -72,12 +78,26 @@ class TrueStateOptunaSearch(OptunaSearch):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._ot_study.set_metric_names([self._metric])
 
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
-        if isinstance(config, dict) and ot_trial is not None:
-            ot_trial.set_user_attr(USER_ATTR_RAY, trial_id)
-            config = {**config, OPTUNA_TRIAL_KEY: ot_trial.number}
+    def _storage_lost(self, err: Exception) -> None:
+        """The study's database stopped answering: no new trial; the running ones finish (Ray keeps their
+        results) and ``sweep.reconcile`` tells Optuna their ends on ``--resume``."""
+        if self._study_name not in STORAGE_LOST:
+            STORAGE_LOST[self._study_name] = storage_failure(err)
+            print(f"Optuna study {self._study_name}: its database stopped answering ({STORAGE_LOST[self._study_name]}); "
+                  f"no new trial starts, the running ones finish", flush=True)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self._study_name in STORAGE_LOST:
+            return self.FINISHED
+        try:
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if isinstance(config, dict) and ot_trial is not None:
+                ot_trial.set_user_attr(USER_ATTR_RAY, trial_id)
+                config = {**config, OPTUNA_TRIAL_KEY: ot_trial.number}
+        except STORAGE_ERRORS as err:
+            self._storage_lost(err)
+            return self.FINISHED
         return config
 
     def _link(self, trial_id: str, result: dict | None) -> None:
@@ -87,53 +107,55 @@ class TrueStateOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(USER_ATTR_MLFLOW, run_id)
 
     def ended(self, trial_id: str) -> bool:
-        """Optuna holds the trial as finished (read from the storage, not from this object's memory)."""
+        """Optuna holds the trial as finished (read from the storage, not from this object's memory);
+        while the storage does not answer, taken as ended (nothing more is told)."""
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or self._ot_study is None:
+        if ot_trial is None or self._ot_study is None or self._study_name in STORAGE_LOST:
             return True
-        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        try:
+            return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        except STORAGE_ERRORS as err:
+            self._storage_lost(err)
+            return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.ended(trial_id):
             return  # told already (before a kill of the driver): Optuna refuses a second report
-        self._link(trial_id, result)
         value = result.get(self.metric)
-        # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
-        # let on_trial_complete mark the trial FAIL.
-        if value is not None and math.isfinite(value):
-            if better(value, self._best.get(trial_id, math.nan), self.mode):
-                self._best[trial_id] = float(value)
-            super().on_trial_result(trial_id, result)
+        try:
+            self._link(trial_id, result)
+            # Optuna refuses NaN intermediate values in some samplers' bookkeeping: skip them and
+            # let on_trial_complete mark the trial FAIL.
+            if value is not None and math.isfinite(value):
+                if better(value, self._best.get(trial_id, math.nan), self.mode):
+                    self._best[trial_id] = float(value)
+                super().on_trial_result(trial_id, result)
+        except STORAGE_ERRORS as err:
+            self._storage_lost(err)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
-        if self.ended(trial_id):
-            self._completed_trials.add(trial_id)
-            return
-        self._link(trial_id, result)
-        ot_trial = self._ot_trials[trial_id]
-        study = self._ot_study
-        assert study is not None  # set up by OptunaSearch before any trial exists
-        value = (result or {}).get(self.metric)
-        epochs = int((result or {}).get("epoch", 0))
-        if error or value is None or not math.isfinite(value):
-            study.tell(ot_trial, state=TrialState.FAIL)
-        else:
-            # Ray passes the last result (the one that made ASHA stop the trial, or a finished
-            # trial's last) only here, not to on_trial_result: it becomes the last intermediate
-            # value, so every epoch is on the trial's curve.
-            _report_last(ot_trial, result, value, epochs)
-            if better(value, self._best.get(trial_id, math.nan), self.mode):
-                self._best[trial_id] = float(value)
-            # Selection ranks a trial by its best epoch: a COMPLETE trial's Optuna value; beside a
-            # PRUNED one (Optuna refuses it a value), the user attribute.
-            ot_trial.set_user_attr(USER_ATTR_BEST, self._best[trial_id])
-            if epochs < self._max_epochs:
-                study.tell(ot_trial, state=TrialState.PRUNED)
-            else:
-                study.tell(ot_trial, self._best[trial_id], state=TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
+        if self.ended(trial_id):
+            return
+        assert self._ot_study is not None  # set up by OptunaSearch before any trial exists
+        value = (result or {}).get(self.metric)
+        finite = not error and value is not None and math.isfinite(value)  # a NaN last epoch fails the trial
+        try:
+            self._link(trial_id, result)
+            if finite:
+                # Ray passes the last result (the one that made ASHA stop the trial, or a finished
+                # trial's last) only here, not to on_trial_result: it becomes the last intermediate
+                # value, so every epoch is on the trial's curve.
+                step = (result or {}).get(TRAINING_ITERATION, (result or {}).get("epoch", 0))
+                report_epoch(self._ot_trials[trial_id], value, int(step))
+                if better(value, self._best.get(trial_id, math.nan), self.mode):
+                    self._best[trial_id] = float(value)
+            tell_end(self._ot_study, self._ot_trials[trial_id], self._best.get(trial_id) if finite else None,
+                     int((result or {}).get("epoch", 0)), self._max_epochs)
+        except STORAGE_ERRORS as err:
+            self._storage_lost(err)
 
 
 class TrueStateLimiter(ConcurrencyLimiter):
@@ -147,72 +169,13 @@ class TrueStateLimiter(ConcurrencyLimiter):
         return super().suggest(trial_id)
 
 
-def _report_last(ot_trial: optuna.Trial, result: dict | None, value: float, epochs: int) -> None:
-    step = int(result[TRAINING_ITERATION]) if result and TRAINING_ITERATION in result else epochs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Optuna keeps the first report of a step
-        ot_trial.report(value, step)
+class ResumableSearchGenerator(SearchGenerator):
+    """Ray's wrapper of a searcher, which saves whether the searcher said FINISHED. Ours says it only
+    when the study's database stopped answering, so a resumed stage samples again (it still ends
+    after ``num_samples``)."""
 
-
-class TrialStateCallback(tune.Callback):
-    """Driver-side: when a trial ends, tag its MLflow run completed / stopped early / failed,
-    and print a progress line (counts and the best value so far).
-
-    A trial stopped by ASHA never returns from its training function, so its final
-    state can only be known here.
-    """
-
-    def __init__(self, ctx: TrialContext, max_epochs: int, num_samples: int) -> None:
-        self.ctx = ctx
-        self.max_epochs = max_epochs
-        self.num_samples = num_samples
-        self.states: dict[str, str] = {}
-        self.best: float | None = None
-        self.tracking_errors = 0
-
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in flatten(trial.config).items())
-        print(f"[{self.ctx.stage}] trial {trial.trial_id} started: {params}", flush=True)
-
-    def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
-        self.states[trial.trial_id] = state
-        try:  # no run to close when the trial failed before it started one
-            finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
-                             trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)
-        except Exception as err:  # MLflow is away: sweep.relog closes the run at the stage's end
-            self.tracking_errors += 1
-            if self.tracking_errors == 1:
-                print(f"[{self.ctx.stage}] MLflow is not answering ({first_line(err)}); the trials go on, and "
-                      f"the stage's end logs what it missed", flush=True)
-        stage = self.ctx.spec.stages[self.ctx.stage]
-        last = trial.last_result or {}
-        value = last.get(stage.metric)
-        if value is not None and math.isfinite(value):
-            if self.best is None or (value < self.best if stage.mode == "min" else value > self.best):
-                self.best = value
-        counts = {s: list(self.states.values()).count(s) for s in ("completed", "stopped_early", "failed")}
-        running = sum(1 for t in trials if t.status == Trial.RUNNING)
-        print(f"[{self.ctx.stage}] trial {trial.trial_id} {state.replace('_', ' ')} after "
-              f"{int(last.get('epoch', 0))} epoch(s): {stage.metric} {_short(value)} | "
-              f"{len(self.states)}/{self.num_samples} done ({counts['completed']} completed, "
-              f"{counts['stopped_early']} stopped early, {counts['failed']} failed), {running} running, "
-              f"best {stage.metric} {_short(self.best)}", flush=True)
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        last = trial.last_result or {}
-        value = last.get(self.ctx.spec.stages[self.ctx.stage].metric)
-        if value is None or not math.isfinite(value):
-            self._finish(trial, "failed", trials)
-        else:
-            self._finish(trial, "completed" if int(last.get("epoch", 0)) >= self.max_epochs else "stopped_early",
-                         trials)
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._finish(trial, "failed", trials)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    def set_state(self, state: dict) -> None:
+        super().set_state({**state, "finished": False})
 
 
 def build_tuner(
@@ -259,7 +222,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=stage_spec.metric,
             mode=stage_spec.mode,
-            search_alg=TrueStateLimiter(searcher, max_concurrent=spec.study.max_concurrent),
+            search_alg=ResumableSearchGenerator(TrueStateLimiter(searcher, max_concurrent=spec.study.max_concurrent)),
             scheduler=scheduler,
             num_samples=num_samples,
             time_budget_s=spec.study.time_budget_s,
@@ -323,7 +286,8 @@ def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: boo
     path = ray_dir / stage
     if resume and tune.Tuner.can_restore(str(path)):
         reconciled = reconcile_stage(path, optuna_storage(storage_url), f"{ctx.study_name}-{stage}", ctx.tracking_uri,
-                                     ctx.study_name, trial_key(ctx.study_name, stage, ""))
+                                     ctx.study_name, trial_key(ctx.study_name, stage, ""), metric=own.metric,
+                                     mode=own.mode, max_epochs=spec.max_epochs(stage))
         if reconciled:
             print(f"[{stage}] reconciled after an unclean stop: {reconciled.describe()}", flush=True)
         _restorable(path)  # errored trials stay failed below: rerunning one would contradict Optuna's FAIL
@@ -335,6 +299,7 @@ def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: boo
                             num_samples=own.num_samples, max_epochs=spec.max_epochs(stage),
                             stage1_choices=stage1_choices, trainable=trainable,
                             first_points=None if resume else model_first_points(spec, stage, ctx.stage1))
+    STORAGE_LOST.pop(f"{ctx.study_name}-{stage}", None)
     results, sigint = _fit_watching_sigint(tuner)
     records = []
     for result in results:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
@@ -348,7 +313,8 @@ def run_stage(ctx: TrialContext, ray_dir: Path, *, storage_url: str, resume: boo
                                    checkpoint=checkpoint))
     unfinished = len(results) - results.num_terminated - results.num_errors
     interrupted = sigint or unfinished > 0 or (spec.study.time_budget_s is None and len(results) < own.num_samples)
-    return StageOutcome(records, interrupted, results.num_terminated + results.num_errors)
+    return StageOutcome(records, interrupted, results.num_terminated + results.num_errors,
+                        storage_error=STORAGE_LOST.pop(f"{ctx.study_name}-{stage}", None))
 
 
 def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:

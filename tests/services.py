@@ -108,6 +108,9 @@ class Postgres:
     """Handed to clients only through ``env`` (``PGPASSWORD``) or ``passfile``, never in a URL."""
     passfile: Path
     """A PostgreSQL password file (``PGPASSFILE``) holding this server's password."""
+    control: list[str]
+    """``pg_ctl -D DATA ...``: append ``stop`` or ``start`` (run as the server's user, ``as_user``)."""
+    as_user: dict
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         """A SQLAlchemy URL without the password (libpq reads it from the environment)."""
@@ -116,6 +119,15 @@ class Postgres:
     @property
     def env(self) -> dict[str, str]:
         return {"PGPASSWORD": self.password}
+
+    def stop(self) -> None:
+        """Stop the server at once (``-m immediate``: as a crash or a lost database host would)."""
+        subprocess.run([*self.control, "-m", "immediate", "-w", "stop"], check=True, capture_output=True,
+                       **self.as_user)
+
+    def start(self) -> None:
+        """Start it again on the same port and data."""
+        subprocess.run([*self.control, "-w", "-t", "120", "start"], check=True, capture_output=True, **self.as_user)
 
 
 def _as_server_user() -> tuple[dict, str | None]:
@@ -152,14 +164,15 @@ def postgres(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterator[Post
                        check=True, capture_output=True, env=env, cwd=root, **as_user)
         (root / "pwfile").unlink()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off"
-        started = subprocess.run([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "120", "start"],
+        control = [pg_ctl, "-D", str(data), "-l", str(log), "-o", options]
+        started = subprocess.run([*control, "-w", "-t", "120", "start"],
                                  capture_output=True, text=True, env=env, cwd=root, **as_user)
         if started.returncode != 0:
             pytest.fail(f"pg_ctl start failed: {started.stderr.strip()}\n{_tail(log)}", pytrace=False)
         passfile = Path(tempfile.mkdtemp(prefix="depthsweep-pgpass-")) / "pgpass"
         passfile.write_text(f"127.0.0.1:{port}:*:{user}:{password}\n")
         passfile.chmod(0o600)  # libpq ignores a password file others can read
-        server = Postgres("127.0.0.1", port, user, password, passfile)
+        server = Postgres("127.0.0.1", port, user, password, passfile, control, {**as_user, "env": env, "cwd": root})
         import psycopg
 
         with psycopg.connect(host=server.host, port=port, user=user, password=password, dbname="postgres",

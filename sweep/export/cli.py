@@ -41,10 +41,17 @@ from depthcore.latency import cpu_latency_ms
 from depthcore.models import model_info
 from depthcore.stages import DEPTH_STAGE, DEPTH_TASK, ORDINAL_STAGE, ORDINAL_TASK, STAGE_NAMES, STAGES, mode_of
 from sweep.export.card import model_card
-from sweep.export.files import EXPORTERS, PYTORCH_FORMATS, ExportError, write_model_files
+from sweep.export.files import (
+    EXPORTERS,
+    PYTORCH_FORMATS,
+    ExportError,
+    publish_folder,
+    staging_folder,
+    write_model_files,
+)
 from sweep.export.loaded import DEPTH_LABELS
 from sweep.export.registry import data_digest, register_model
-from sweep.record import RecordError, SweepRecord, read_record, require_sqlite_file
+from sweep.record import RecordError, SweepRecord, read_record, require_sqlite_file, write_atomic
 from sweep.select import SelectionError, Study, TrialRun, load_study, value_at
 from sweep.tracking import TAG_STAGE1_RUN
 from sweep.trial_tags import describe_model
@@ -84,10 +91,10 @@ def export_sweep(
                                           pytorch_format=pytorch_format, promote=promote))
     if seeds:
         comparison = compare_architectures(exported)
-        (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+        write_atomic(out / "comparison.json", json.dumps(comparison, indent=2))
         for line in comparison_lines(comparison):
             print(line)
-    (out / "exported.json").write_text(json.dumps(
+    write_atomic(out / "exported.json", json.dumps(
         [{k: e[k] for k in ("stage", "architecture", "run_id", "directory", "registered_name")} for e in exported],
         indent=2))
     return exported
@@ -99,7 +106,9 @@ def export_winner(
 ) -> dict[str, Any]:
     """Test, export and register one winner; returns what ``metrics.json`` holds."""
     started = time.perf_counter()
-    dest.mkdir(parents=True, exist_ok=True)
+    # Written into a hidden folder beside ``dest`` and moved into place whole: a killed export
+    # leaves the earlier export (or none) and that folder, which the next export replaces.
+    staging = staging_folder(dest)
     with tempfile.TemporaryDirectory(prefix="depthsweep-export-") as tmp:
         try:
             local = client.download_artifacts(winner.run_id, "checkpoint", tmp)
@@ -120,7 +129,7 @@ def export_winner(
     size = (int(config["data"]["size"][0]), int(config["data"]["size"][1]))
     print(f"[export] {winner.stage} {winner.architecture}: writing {PYTORCH_FORMATS[pytorch_format]} and ONNX to {dest}",
           flush=True)
-    files = write_model_files(model, config, size, dest, onnx_exporter=onnx_exporter, pytorch_format=pytorch_format,
+    files = write_model_files(model, config, size, staging, onnx_exporter=onnx_exporter, pytorch_format=pytorch_format,
                               unit=DEPTH_LABELS[winner.stage])
     latency = cpu_latency_ms(model, size, batch=1, threads=LATENCY_THREADS)
     counts = model_info(model)
@@ -149,14 +158,15 @@ def export_winner(
     if seeds:
         from sweep.export.seeds import retrain_with_seeds
 
-        info["seeds"] = retrain_with_seeds(config, seeds, dest / "seeds", select_metric=winner.metric, device=device)
-    (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
-    (dest / "MODEL_CARD.md").write_text(model_card(info))
+        info["seeds"] = retrain_with_seeds(config, seeds, staging / "seeds", select_metric=winner.metric, device=device)
+    (staging / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
+    (staging / "MODEL_CARD.md").write_text(model_card(info))
+    publish_folder(staging, dest)
     _log_to_run(client, winner, info)
     if register:
         info["registry"] = register_model(model, dest, info, sweep.tracking_uri, promote=promote)
         info["registered_version"] = info["registry"]["version"]
-        (dest / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
+        write_atomic(dest / "metrics.json", json.dumps(info, indent=2, default=str))
     print(f"[export] {winner.stage} {winner.architecture}: {_headline(info)}; latency "
           f"{latency['median_ms']:.1f} ms; done in {time.perf_counter() - started:.0f} s", flush=True)
     return info

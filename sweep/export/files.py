@@ -19,6 +19,8 @@ Every file is loaded back and compared with the eager model before the function 
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,29 @@ def write_model_files(
                               f"(relative; allowed {TOLERANCE:.0e})")
     return {"max_relative_difference": checks, "input_shape": ["batch", 3, height, width],
             "onnx_exporter": onnx_exporter, "pytorch_format": pytorch_format, "pytorch_file": pytorch_file.name}
+
+
+def staging_folder(dest: Path) -> Path:
+    """An empty hidden folder beside ``dest`` to write an export into (one a killed export left is
+    emptied first); ``publish_folder`` moves it into place."""
+    staging = dest.parent / f".{dest.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_folder(staging: Path, dest: Path) -> Path:
+    """Replace ``dest`` by ``staging`` (the earlier export is removed only once the new one is whole);
+    returns ``dest``."""
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(staging, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, dest)
+    return dest
 
 
 def load_pytorch_file(path: Path) -> Any:

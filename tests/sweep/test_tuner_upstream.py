@@ -18,6 +18,7 @@ def test_the_private_optuna_search_attributes_the_true_state_searcher_reads():
     assert isinstance(search._ot_trials, dict) and isinstance(search._ot_trials["t1"], optuna.Trial)
     assert isinstance(search._ot_study, optuna.Study)
     assert isinstance(search._completed_trials, set)
+    assert search._study_name == "optuna"  # the key of sweep.tuner.STORAGE_LOST
 
 
 def test_true_state_searcher_links_ids_and_tells_the_best_epoch():
@@ -70,3 +71,39 @@ def test_a_pruned_trial_keeps_its_best_epoch_beside_optunas_last_value():
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.value == 0.8  # Optuna's rule for PRUNED: the last intermediate value
     assert trial.user_attrs["best_value"] == 0.6  # what selection ranks it by
+
+
+def test_a_searcher_whose_database_stops_answering_starts_no_trial_and_raises_nothing(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    from sweep.tuner import STORAGE_LOST, ResumableSearchGenerator
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = TrueStateOptunaSearch(space=_space, metric="val/rmse", mode="min", max_epochs=3, storage=storage,
+                                   study_name="down-nyu", sampler=optuna.samplers.RandomSampler(seed=0))
+    assert search.suggest("t1") is not None
+    search.on_trial_result("t1", {"val/rmse": 0.9, "epoch": 1, "training_iteration": 1})
+
+    def down(*args, **kwargs):  # the fault: what SQLAlchemy raises when the server went away
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    with monkeypatch.context() as patch:
+        for name in ("get_trial", "set_trial_intermediate_value", "set_trial_state_values", "set_trial_user_attr",
+                     "create_new_trial"):
+            patch.setattr(storage, name, down)
+        try:
+            search.on_trial_result("t1", {"val/rmse": 0.5, "epoch": 2, "training_iteration": 2})
+            search.on_trial_complete("t1", {"val/rmse": 0.7, "epoch": 3, "training_iteration": 3})
+            assert search.suggest("t2") == search.FINISHED
+            assert "server closed the connection unexpectedly" in STORAGE_LOST["down-nyu"]
+        finally:
+            STORAGE_LOST.pop("down-nyu", None)
+    # Nothing was told while it was down: the trial waits, RUNNING, for sweep.reconcile.
+    (trial,) = optuna.load_study(study_name="down-nyu", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.RUNNING and sorted(trial.intermediate_values) == [1]
+    # A resumed stage samples again after such a FINISHED; it still ends after num_samples.
+    generator = ResumableSearchGenerator(search)
+    generator.set_state({"counter": 1, "total_samples": 4, "finished": True, "experiment": None})
+    assert not generator.is_finished()
+    generator.set_state({"counter": 4, "total_samples": 4, "finished": True, "experiment": None})
+    assert generator.is_finished()
