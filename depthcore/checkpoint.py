@@ -73,16 +73,33 @@ def save_checkpoint(
         "rng": rng_state(),
         "extra": extra or {},
     }
+    return _write(payload, directory / FILENAME)
+
+
+def _write(payload: dict[str, Any], path: Path) -> Path:
     # Write then rename: a trial killed mid-save never leaves a truncated checkpoint.
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
         torch.save(payload, tmp)
-        os.replace(tmp, directory / FILENAME)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return directory / FILENAME
+    return path
+
+
+def drop_optimizer_state(path: str | Path) -> bool:
+    """Rewrite a checkpoint (file or directory) without its optimizer and gradient-scaler states,
+    keeping the weights, config, metrics and RNG states: all that a checkpoint kept for its weights
+    needs (with Adam the optimizer state is two thirds of the file). Returns whether there was any."""
+    path = Path(path)
+    path = path / FILENAME if path.is_dir() else path
+    payload = load_checkpoint(path)
+    if payload["optimizer"] is None and payload["scaler"] is None:
+        return False
+    _write({**payload, "optimizer": None, "scaler": None}, path)
+    return True
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -250,7 +250,10 @@ def fit(
             raise ConfigError(f"{resume_from}: expected a checkpoint of model {cfg.to_dict()['model']} (the config's), "
                               f"found {state['model']}")
         model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # a weights-only checkpoint (drop_optimizer_state): training goes on with a fresh optimizer
+            print(f"{resume_from}: no optimizer state in the checkpoint; resuming with a fresh optimizer", flush=True)
         if state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])

@@ -212,6 +212,26 @@ def _train(config: dict[str, Any], ctx: TrialContext, trial_id: str, scratch: Pa
         fit(cfg, report=report, on_model=on_model)
 
 
+def keep_optimizer_in_latest_only(trial_dir: Path) -> None:
+    """An ended trial's checkpoints in Ray's storage, but the newest, keep their weights only.
+
+    Ray keeps a trial's best checkpoint beside its latest; only the latest is resumed from, and
+    with Adam the optimizer state is two thirds of a checkpoint (``drop_optimizer_state``). Done by
+    the driver when the trial has ended: Ray has then deleted what it rotated out, and a trial
+    that the scheduler stops never returns from its last report to do it itself.
+    """
+    from depthcore.checkpoint import drop_optimizer_state
+    from depthcore.errors import DataError
+
+    for folder in sorted(trial_dir.glob("checkpoint_*"))[:-1]:
+        try:
+            drop_optimizer_state(folder)
+        except DataError:
+            pass  # not a depthcore checkpoint (the fixed-work trials of tests and benchmarks)
+        except OSError as err:
+            print(f"{folder}: optimizer state not dropped ({err})", flush=True)
+
+
 def _preview(cfg: ExperimentConfig, model: torch.nn.Module, epoch: int, scratch: Path) -> Path:
     """Input | ground truth | prediction on validation frames of four scenes (NYU), by the model being trained."""
     from depthcore.loaders import nyu_dataset
@@ -249,6 +269,8 @@ class TrialStateCallback(ray.tune.Callback):
 
     def _finish(self, trial: Trial, state: str, trials: list[Trial]) -> None:
         self.states[trial.trial_id] = state
+        if trial.path:
+            keep_optimizer_in_latest_only(Path(trial.path))
         try:  # no run to close when the trial failed before it started one
             finish_trial_run(self.ctx.tracking_uri, self.ctx.parent_run_id,
                              trial_key(self.ctx.study_name, self.ctx.stage, trial.trial_id), state)

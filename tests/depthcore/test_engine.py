@@ -66,6 +66,22 @@ def test_resume_continues_exactly(synthetic_root, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_checkpoint_without_its_optimizer_state_keeps_the_weights_and_still_resumes(synthetic_root, tmp_path, capsys):
+    from depthcore.checkpoint import drop_optimizer_state
+
+    fit(tiny_config(synthetic_root, tmp_path / "a", epochs=1))
+    path = tmp_path / "a" / "checkpoints" / "epoch_0001" / "checkpoint.pt"
+    full, size = load_checkpoint(path), path.stat().st_size
+    assert drop_optimizer_state(path.parent) and not drop_optimizer_state(path)  # once: nothing left the second time
+    small = load_checkpoint(path)
+    assert small["optimizer"] is None and path.stat().st_size < 0.6 * size  # Adam's two moments gone
+    assert all(torch.equal(small["state_dict"][k], v) for k, v in full["state_dict"].items())
+    assert {k: small[k] for k in ("epoch", "metrics", "config")} == {k: full[k] for k in ("epoch", "metrics", "config")}
+    resumed = fit(tiny_config(synthetic_root, tmp_path / "a"), resume_from=path.parent)
+    assert [h["epoch"] for h in resumed["history"]] == [1.0, 2.0]
+    assert "no optimizer state in the checkpoint; resuming with a fresh optimizer" in capsys.readouterr().out
+
+
 def test_diw_stage_finetunes_the_stage1_model(synthetic_root, tmp_path):
     fit(tiny_config(synthetic_root, tmp_path / "s1", epochs=1))
     calls = []

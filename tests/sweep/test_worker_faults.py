@@ -34,8 +34,11 @@ def _size(folder: Path) -> int:
 
 def test_a_sweep_keeps_two_checkpoints_a_trial_at_most_and_nothing_of_the_engines_scratch(tiny_sweep):
     ray_dir = tiny_sweep["dir"] / "ray"
+    from depthcore.checkpoint import load_checkpoint
+
     trial_ids: list[str] = []
     checkpoint_bytes = 0
+    best_and_latest = 0
     for stage in STAGES:
         snapshot = latest_snapshot(ray_dir / stage)
         assert snapshot is not None, f"no Ray snapshot of stage {stage}"
@@ -45,9 +48,14 @@ def test_a_sweep_keeps_two_checkpoints_a_trial_at_most_and_nothing_of_the_engine
         for trial_dir in trial_dirs:
             checkpoints = sorted(trial_dir.glob("checkpoint_*"))
             assert 1 <= len(checkpoints) <= 2, (trial_dir.name, checkpoints)
+            # Only the latest, what a resume continues from, keeps the optimizer state.
+            states = [load_checkpoint(c)["optimizer"] is not None for c in checkpoints]
+            assert states[-1] and not any(states[:-1]), (trial_dir.name, states)
+            best_and_latest += len(checkpoints) == 2
             # The engine's epoch checkpoints and best/ live in a scratch folder, not here.
             assert not (trial_dir / "train").exists(), trial_dir
             checkpoint_bytes = max(checkpoint_bytes, *(_size(c) for c in checkpoints))
+    assert best_and_latest >= 1  # a trial whose last epoch was not its best (the tiny sweep has some)
     # The bound: two of the largest checkpoint per trial, plus 1 MB a trial for Ray's records.
     bound = len(trial_ids) * (2 * checkpoint_bytes + 1_000_000)
     assert _size(tiny_sweep["dir"]) <= bound, (_size(tiny_sweep["dir"]), bound)
