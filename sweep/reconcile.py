@@ -154,7 +154,7 @@ def reconcile_stage(stage_dir: Path, storage: optuna.storages.BaseStorage, optun
             continue  # Ray resumes it from its checkpoint and tells Optuna how it ended
         recorded = records.get(str(ray_id)) if ray_id in ray else None
         if recorded is not None:
-            state = _tell_from_records(study, trial, recorded, ray[ray_id], metric, mode, max_epochs)
+            state = _tell_from_records(study, trial, recorded, ray[str(ray_id)], metric, mode, max_epochs)
             done.optuna_told[trial.number] = state.name
             by_ray[str(ray_id)] = study._storage.get_trial(trial._trial_id)  # its end, for its MLflow run
             continue

@@ -86,9 +86,9 @@ class TrueStateOptunaSearch(OptunaSearch):
             print(f"Optuna study {self._study_name}: its database stopped answering ({STORAGE_LOST[self._study_name]}); "
                   f"no new trial starts, the running ones finish", flush=True)
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | None:  # or Ray's FINISHED, which its annotation omits
         if self._study_name in STORAGE_LOST:
-            return self.FINISHED
+            return self.FINISHED  # type: ignore[return-value]
         try:
             config = super().suggest(trial_id)
             ot_trial = self._ot_trials.get(trial_id)
@@ -97,7 +97,7 @@ class TrueStateOptunaSearch(OptunaSearch):
                 config = {**config, OPTUNA_TRIAL_KEY: ot_trial.number}
         except STORAGE_ERRORS as err:
             self._storage_lost(err)
-            return self.FINISHED
+            return self.FINISHED  # type: ignore[return-value]
         return config
 
     def _link(self, trial_id: str, result: dict | None) -> None:
