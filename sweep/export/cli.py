@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ from sweep.export.files import (
     ExportError,
     publish_folder,
     staging_folder,
+    staging_path,
     write_model_files,
 )
 from sweep.export.loaded import DEPTH_LABELS
@@ -86,9 +88,14 @@ def export_sweep(
         for architecture, winner in winners[stage].items():
             print(f"[export] {stage} {architecture}: run {winner.run_id} ({winner.metric} {winner.value:.4f} "
                   f"at epoch {winner.epoch})", flush=True)
-            exported.append(export_winner(winner, study, sweep, client, out / f"{architecture}-{stage}",
-                                          seeds=seeds, register=register, onnx_exporter=onnx_exporter, device=device,
-                                          pytorch_format=pytorch_format, promote=promote))
+            dest = out / f"{architecture}-{stage}"
+            try:
+                exported.append(export_winner(winner, study, sweep, client, dest, seeds=seeds, register=register,
+                                              onnx_exporter=onnx_exporter, device=device,
+                                              pytorch_format=pytorch_format, promote=promote))
+            except BaseException:  # a failed or interrupted export leaves nothing half-written
+                shutil.rmtree(staging_path(dest), ignore_errors=True)
+                raise
     if seeds:
         comparison = compare_architectures(exported)
         write_atomic(out / "comparison.json", json.dumps(comparison, indent=2))

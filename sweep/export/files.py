@@ -118,10 +118,15 @@ def write_model_files(
             "onnx_exporter": onnx_exporter, "pytorch_format": pytorch_format, "pytorch_file": pytorch_file.name}
 
 
+def staging_path(dest: Path) -> Path:
+    """The hidden folder beside ``dest`` that an export of ``dest`` is written into."""
+    return dest.parent / f".{dest.name}.partial"
+
+
 def staging_folder(dest: Path) -> Path:
-    """An empty hidden folder beside ``dest`` to write an export into (one a killed export left is
-    emptied first); ``publish_folder`` moves it into place."""
-    staging = dest.parent / f".{dest.name}.partial"
+    """An empty ``staging_path(dest)`` (one a killed export left is emptied first); ``publish_folder``
+    moves it into place."""
+    staging = staging_path(dest)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging

@@ -384,4 +384,5 @@ def test_ctrl_c_during_export_exits_130_and_names_the_command_to_export_again(ti
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert "interrupted during the export; the sweep is unchanged" in text
+    assert not list((tmp_path / "x").glob(".*.partial"))  # the model being written is not left half-done
     assert f"python -m sweep.export {sweep_dir}" in text
