@@ -108,6 +108,17 @@ def ray_trials(stage_dir: Path) -> list[RayTrial]:
     return found
 
 
+def best_result(results: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The result with the best finite ``metric`` (the first of equals), or None."""
+    best: dict[str, Any] | None = None
+    for result in results:
+        value = result.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value) and (
+                best is None or better(value, best[metric], mode)):
+            best = result
+    return best
+
+
 def ray_statuses(snapshot: Path) -> dict[str, str]:
     """Ray trial id -> status (PENDING, RUNNING, PAUSED, TERMINATED, ERROR) in a snapshot."""
     raw = json.loads(snapshot.read_text())
@@ -175,19 +186,19 @@ def _tell_from_records(study: optuna.Study, trial: optuna.trial.FrozenTrial, rec
     the MLflow run id, then the end by the searcher's rules (FAIL for an errored trial or a non-finite
     last value)."""
     live = optuna.Trial(study, trial._trial_id)
-    best: float | None = None
     for result in recorded.results:
         value, step = result.get(metric), result.get("training_iteration", result.get("epoch"))
-        if isinstance(value, int | float) and math.isfinite(value) and step is not None:
-            if int(step) not in trial.intermediate_values:
-                report_epoch(live, float(value), int(step))
-            best = float(value) if best is None or better(value, best, mode) else best
+        if isinstance(value, int | float) and math.isfinite(value) and step is not None \
+                and int(step) not in trial.intermediate_values:
+            report_epoch(live, float(value), int(step))
+    best = best_result(recorded.results, metric, mode)
     last: dict[str, Any] = recorded.results[-1]
     if last.get(USER_ATTR_MLFLOW) and USER_ATTR_MLFLOW not in trial.user_attrs:
         live.set_user_attr(USER_ATTR_MLFLOW, last[USER_ATTR_MLFLOW])
     value = last.get(metric)
     finite = status != "ERROR" and isinstance(value, int | float) and math.isfinite(value)
-    return tell_end(study, live, best if finite else None, int(last.get("epoch", 0)), max_epochs)
+    return tell_end(study, live, float(best[metric]) if finite and best else None, int(last.get("epoch", 0)),
+                    max_epochs)
 
 
 def _close_open_runs(tracking_uri: str, experiment_name: str, prefix: str, ray: dict[str, str],

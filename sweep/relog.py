@@ -14,14 +14,12 @@ No Ray here: the records are files; ``sweep.trial`` supplies the run's params, t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from depthcore.stages import better
-from sweep.reconcile import OPTUNA_TO_TRIAL_STATE, RayTrial, latest_snapshot, ray_statuses, ray_trials
+from sweep.reconcile import OPTUNA_TO_TRIAL_STATE, RayTrial, best_result, latest_snapshot, ray_statuses, ray_trials
 from sweep.tracking import USER_ATTR_RAY, TrialTracker
 from sweep.tracking.store import TrackingError, client_for, find_child, first_line
 from sweep.tracking.views import BEST_EPOCH
@@ -57,7 +55,7 @@ def relog_stage(ctx: TrialContext, stage_dir: Path, storage: optuna.storages.Bas
             missing = _missing_epochs(client, run, trial)
         except Exception as err:
             raise _unreachable(ctx, err) from None
-        best = _best(trial.results, stage.metric, stage.mode)
+        best = best_result(trial.results, stage.metric, stage.mode)
         closed = run is not None and run.info.status != "RUNNING"
         if not missing and closed and (best is None or run.data.metrics.get(BEST_EPOCH) == best[EPOCH]):
             continue
@@ -69,16 +67,6 @@ def relog_stage(ctx: TrialContext, stage_dir: Path, storage: optuna.storages.Bas
 def _missing_epochs(client: Any, run: Any, trial: RayTrial) -> list[dict[str, Any]]:
     epochs = {int(m.step) for m in client.get_metric_history(run.info.run_id, EPOCH)} if run is not None else set()
     return [r for r in trial.results if EPOCH in r and int(r[EPOCH]) not in epochs]
-
-
-def _best(results: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    best: dict[str, Any] | None = None
-    for result in results:
-        value = result.get(metric)
-        if isinstance(value, int | float) and math.isfinite(value) and (
-                best is None or better(value, best[metric], mode)):
-            best = result
-    return best
 
 
 def _replay(ctx: TrialContext, trial: RayTrial, missing: list[dict[str, Any]], best: dict[str, Any] | None,
