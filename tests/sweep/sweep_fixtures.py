@@ -55,14 +55,24 @@ def copy_sweep(tiny: dict[str, Any], dst: Path) -> tuple[Path, str]:
     return sweep_dir, f"sqlite:///{(dst / 'mlflow.db').resolve()}"
 
 
-def finished_trials(database: Path) -> int:
-    """Finished trials in a sweep's Optuna SQLite file, read-only with sqlite3.
+def trial_states(database: Path) -> list[str]:
+    """The states of the trials in a sweep's Optuna SQLite file, read-only with sqlite3.
 
     Not with optuna.load_study: opening RDB storage sets up its schema, and doing that while the
     sweep creates the same database makes one of the two fail.
     """
     if not database.is_file():
-        return 0
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            return [state for (state,) in db.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return []
+
+
+def finished_trials(database: Path) -> int:
+    """Finished trials in a sweep's Optuna SQLite file (``trial_states``)."""
+    return sum(state in ("COMPLETE", "PRUNED", "FAIL") for state in trial_states(database))
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
             (count,) = db.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,24 +23,13 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from services import postgres, require_postgres
-from sweep_fixtures import TINY_SPEC, copy_sweep
+from sweep_fixtures import TINY_SPEC, copy_sweep, trial_states
 from sweep_processes import ROOT, check_each_trial_once, resume, spec_file, start_sweep, stop_group, wait_for
 
 from sweep.reconcile import LOST_ATTR, latest_snapshot, ray_statuses
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STUDY = yaml.safe_load(TINY_SPEC)["study"]
-
-
-def _optuna_states(database: Path) -> list[str]:
-    """The states of a running sweep's Optuna trials, read-only (see ``sweep_fixtures.finished_trials``)."""
-    if not database.is_file():
-        return []
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-            return [state for (state,) in db.execute("SELECT state FROM trials")]
-    except sqlite3.OperationalError:  # the schema is still being created
-        return []
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -67,11 +55,11 @@ def test_sigkill_with_a_trial_running_and_one_pending_then_resume(tmp_path, monk
     process, log = start_sweep(tmp_path, spec, "first.log")
     try:
         wait_for(process, log, lambda: "started" in log.read_text()
-                 and _optuna_states(sweep_dir / "optuna.db").count("RUNNING") == 2, "a trial running, one pending")
+                 and trial_states(sweep_dir / "optuna.db").count("RUNNING") == 2, "a trial running, one pending")
         _kill(process)
     finally:
         stop_group(process)
-    assert _optuna_states(sweep_dir / "optuna.db").count("RUNNING") >= 1
+    assert trial_states(sweep_dir / "optuna.db").count("RUNNING") >= 1
 
     assert resume(tmp_path, spec, sweep_dir, monkeypatch) == 0
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"

@@ -199,14 +199,29 @@ def test_selection_skips_a_run_left_running(tmp_path):
     assert winners["nyu"]["unetpp"].run_id == runs["done"]
 
 
+def _run_one_stage(tmp_path: Path, spec, name: str, trainable):
+    """Stage nyu of ``spec`` run in this process (its own Ray runtime, MLflow SQLite store) with ``trainable``."""
+    from sweep.tracking import ensure_experiment, start_parent_run
+    from sweep.trial import TrialContext
+    from sweep.tuner import ray_runtime, run_stage
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = ensure_experiment(name, uri, tmp_path / "artifacts")
+    parent = start_parent_run(experiment, "nyu", name, spec.to_dict(), uri, resume=False)
+    ctx = TrialContext(spec=spec, stage="nyu", tracking_uri=uri, experiment_id=experiment, parent_run_id=parent,
+                       threads=1, study_name=name)
+    with ray_runtime(None):
+        return run_stage(ctx, tmp_path / "ray", storage_url=f"sqlite:///{tmp_path / 'optuna.db'}", resume=False,
+                         trainable=trainable)
+
+
 # -- every trial fails: exit non-zero, the first error in one line, bounded retries ------------
 
 
 @pytest.mark.slow
 def test_a_stage_whose_trials_all_fail_names_the_first_error_and_retries_a_bounded_number_of_times(tmp_path):
     from sweep.spec import load_spec
-    from sweep.trial import TrialContext
-    from sweep.tuner import MAX_FAILURES, ray_runtime, run_stage
+    from sweep.tuner import MAX_FAILURES
 
     spec_path = spec_file(tmp_path, "failing", stages={"nyu": {"num_samples": 2}})
     spec = load_spec(spec_path, check_files=False)
@@ -219,16 +234,7 @@ def test_a_stage_whose_trials_all_fail_names_the_first_error_and_retries_a_bound
         (attempts / f"{len(list(attempts.iterdir()))}").touch()
         raise DataError("DIW_train_val.csv:4: expected 9 comma-separated fields, found 3")
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    from sweep.tracking import ensure_experiment, start_parent_run
-
-    experiment = ensure_experiment("failing", uri, tmp_path / "artifacts")
-    parent = start_parent_run(experiment, "nyu", "failing", spec.to_dict(), uri, resume=False)
-    ctx = TrialContext(spec=spec, stage="nyu", tracking_uri=uri, experiment_id=experiment, parent_run_id=parent,
-                       threads=1, study_name="failing")
-    with ray_runtime(None):
-        outcome = run_stage(ctx, tmp_path / "ray", storage_url=f"sqlite:///{tmp_path / 'optuna.db'}", resume=False,
-                            trainable=failing)
+    outcome = _run_one_stage(tmp_path, spec, "failing", failing)
     assert not outcome.interrupted and len(outcome.trials) == 2
     assert all(r.error == "DIW_train_val.csv:4: expected 9 comma-separated fields, found 3" for r in outcome.trials)
     assert len(list(attempts.iterdir())) == 2 * (1 + MAX_FAILURES)
@@ -239,9 +245,6 @@ def test_a_stage_whose_trials_all_fail_names_the_first_error_and_retries_a_bound
 @pytest.mark.slow
 def test_ray_keeps_only_the_best_and_the_latest_checkpoint_of_a_trial(tmp_path):
     from sweep.spec import load_spec
-    from sweep.tracking import ensure_experiment, start_parent_run
-    from sweep.trial import TrialContext
-    from sweep.tuner import ray_runtime, run_stage
 
     spec = load_spec(spec_file(tmp_path, "disk", stages={"nyu": {"num_samples": 1}}, scheduler={"type": "fifo"}),
                      check_files=False)
@@ -256,14 +259,7 @@ def test_ray_keeps_only_the_best_and_the_latest_checkpoint_of_a_trial(tmp_path):
             (folder / "checkpoint.pt").write_bytes(b"x" * 1000)
             ray.tune.report({"val/rmse": value, "epoch": epoch}, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = ensure_experiment("disk", uri, tmp_path / "artifacts")
-    parent = start_parent_run(experiment, "nyu", "disk", spec.to_dict(), uri, resume=False)
-    ctx = TrialContext(spec=spec, stage="nyu", tracking_uri=uri, experiment_id=experiment, parent_run_id=parent,
-                       threads=1, study_name="disk")
-    with ray_runtime(None):
-        outcome = run_stage(ctx, tmp_path / "ray", storage_url=f"sqlite:///{tmp_path / 'optuna.db'}", resume=False,
-                            trainable=five_epochs)
+    outcome = _run_one_stage(tmp_path, spec, "disk", five_epochs)
     (record,) = outcome.trials
     kept = sorted(p.name for p in (tmp_path / "ray" / "nyu").glob("*/checkpoint_*"))
     # Ray numbers checkpoints from 0: the best epoch (2) and the latest (5), nothing else.
