@@ -9,8 +9,10 @@ stores, Tune, the trials, shut-down; nothing warmed before the clock starts — 
 (target <= 1.2x), and the marginal ratio (wall(2N) - wall(N)) / ideal(N), the cost of trials once
 the start-up is paid (target <= 1.1x). The sweep process is ``sweep.orchestrate.run_sweep`` on a
 one-stage spec (stage ``nyu``, TPE with constant liar, ASHA, the per-trial MLflow child run) with
-a trial of fixed work that logs its MLflow run like a real one. Beside it, from its own process
-start too: a plain sequential Optuna loop of the same trials. Set-ups alternate per repetition
+a trial of fixed work that logs its MLflow run like a real one. Beside it, each from its own
+process start too: Ray Tune alone running the same trials (its start-up, scheduling and shut-down
+with nothing of depthsweep: the floor under any sweep Ray Tune runs on this machine), and a plain
+sequential Optuna loop of the same trials. Set-ups alternate per repetition
 and the median is reported. The synthetic data the spec names is generated before the clock (it
 is the sweep's input, not part of its start-up). Each trial records when it started, so the
 start-up (launch to the first trial running) is reported on its own.
@@ -62,11 +64,16 @@ def bare_trainable(config: dict[str, Any]) -> None:
 
 
 def sweep_trainable(config: dict[str, Any], ctx: Any) -> None:
-    """Sleeps instead of training, but tracks its MLflow run like ``sweep.trial.run_trial``."""
+    """Sleeps instead of training, but records what ``sweep.trial.run_trial`` records: the MLflow run
+    with its config, each epoch, and at each new best epoch the best metrics and the checkpoint;
+    a checkpoint per epoch to Ray, with the run id for the searcher. Not the preview image (it needs
+    a model)."""
+    import math
+
     import ray
     from ray import tune
 
-    from sweep.tracking import TrialTracker
+    from sweep.tracking import USER_ATTR_MLFLOW, TrialTracker
     from sweep.trial import trial_key
 
     trial_id = ray.tune.get_context().get_trial_id()
@@ -76,15 +83,22 @@ def sweep_trainable(config: dict[str, Any], ctx: Any) -> None:
                            trial_key(ctx.study_name, ctx.stage, trial_id))
     tracker.start(params={"optim/lr": config["optim"]["lr"]}, tags={"architecture": "lraspp", "stage": "nyu"},
                   run_name=f"nyu-{trial_id}")
+    tracker.log_config({"optim": {"lr": config["optim"]["lr"]}, "train": {"epochs": EPOCHS}})
     step_s = float(os.environ["OVERHEAD_TRIAL_S"]) / EPOCHS
+    best = math.inf
     for epoch in range(1, EPOCHS + 1):
         time.sleep(step_s)
         metrics = {"val/rmse": _value(config["optim"]["lr"], epoch), "epoch": epoch}
         tracker.log_epoch(metrics, step=epoch)
         # A checkpoint per epoch, as a real trial reports (a few bytes instead of a model).
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "state.txt").write_text(str(epoch))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            (Path(folder) / "checkpoint.pt").write_text(str(epoch))
+            if metrics["val/rmse"] < best:
+                best = metrics["val/rmse"]
+                tracker.log_best(metrics, epoch)
+                tracker.log_best_checkpoint(folder)
+            tune.report({**metrics, USER_ATTR_MLFLOW: tracker.run_id or ""},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def run_optuna_loop(trials: int, trial_s: float) -> float:
@@ -187,6 +201,25 @@ def child_optuna(trials: int, trial_s: float) -> int:
     return 0
 
 
+def child_tune(trials: int, trial_s: float, cpus: int) -> int:
+    """Ray Tune alone, timed from its process start like the sweep: its own runtime, Tune's default
+    random search, the trial that only sleeps and reports, no checkpoints, MLflow or Optuna
+    storage. What any sweep run through Ray Tune pays on this machine at the least."""
+    import ray
+    from ray import tune
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False)
+    with tempfile.TemporaryDirectory() as storage:
+        tune.Tuner(
+            tune.with_resources(bare_trainable, {"cpu": 1}),
+            param_space={"lr": tune.loguniform(1e-4, 1e-2), "trial_s": trial_s},
+            tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True, max_concurrent_trials=cpus),
+            run_config=tune.RunConfig(storage_path=storage, verbose=0),
+        ).fit()
+    ray.shutdown()
+    return 0
+
+
 def timed_process(args: list[str], env: dict[str, str], log: Path) -> float:
     """Wall time of ``python this_script ARGS`` from launch to exit (output to ``log``)."""
     import subprocess
@@ -234,12 +267,14 @@ def prepare_inputs(root: Path, cpus: int) -> None:
 def process_level(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
     prepare_inputs(root, args.cpus)
     runs: dict[str, list[float]] = {"sweep": [], "startup": [], "imports": [], "checks": [], "ray_init": [],
-                                    "to_first_trial": [], "optuna": [], "sweep 2N": []}
+                                    "to_first_trial": [], "tune": [], "optuna": [], "sweep 2N": []}
     for run in range(args.repeats):
         one = sweep_process(root, args.trials, args.trial_s, args.cpus, run)
         runs["sweep"].append(one.pop("wall"))
         for key, value in one.items():
             runs[key].append(value)
+        runs["tune"].append(timed_process(["--child", "tune", str(args.trials), str(args.trial_s), str(args.cpus)],
+                                          dict(os.environ), root / f"tune-{run}.txt"))
         runs["optuna"].append(timed_process(["--child", "optuna", str(args.trials), str(args.trial_s)],
                                             dict(os.environ), root / f"optuna-{run}.txt"))
         if not args.quick:
@@ -272,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         if argv[1] == "sweep":
             return child_sweep(Path(argv[2]))
+        if argv[1] == "tune":
+            return child_tune(int(argv[2]), float(argv[3]), int(argv[4]))
         return child_optuna(int(argv[2]), float(argv[3]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 trials of 1 s, one repetition, no 2N run")
@@ -295,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         runs = process_level(args, root)
         extra = in_process(args, root) if args.in_process else {}
-    wall, optuna = median(runs["sweep"]), median(runs["optuna"])
+    wall, optuna, tune_alone = median(runs["sweep"]), median(runs["optuna"]), median(runs["tune"])
     rows = [["sweep process (run_sweep), start to exit", wall, wall / ideal,
              median(runs["sweep 2N"]) if runs["sweep 2N"] else "", ""],
             ["  of which start-up: launch to the first trial running", median(runs["startup"]),
@@ -305,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("checks", "spec, data and store checks before Ray"),
                 ("ray_init", "ray.init (the MLflow store is created meanwhile)"),
                 ("to_first_trial", "Tune, the Optuna study, the trial process's imports, up to the first trial"))],
+            ["Ray Tune alone (random search, no MLflow, no checkpoints), process start to exit", tune_alone,
+             tune_alone / ideal, "", ""],
             ["plain sequential Optuna loop, process start to exit", optuna, optuna / ideal, "", ""]]
     marginal = (median(runs["sweep 2N"]) - wall) / ideal if runs["sweep 2N"] else float("nan")
     if runs["sweep 2N"]:
@@ -317,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = wall / ideal
     ok = ratio <= 1.2 and (marginal <= 1.1 if runs["sweep 2N"] else True)
     verdict("sweep_overhead", ratio, 1.2, ok, marginal=marginal if runs["sweep 2N"] else None, marginal_target=1.1,
-            startup_s=median(runs["startup"]), optuna_loop_ratio=optuna / ideal)
+            startup_s=median(runs["startup"]), tune_alone_ratio=tune_alone / ideal, optuna_loop_ratio=optuna / ideal)
     return 0
 
 

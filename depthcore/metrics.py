@@ -24,23 +24,7 @@ from depthcore.losses import (
     ordinal_margin,
     safe_sqrt,
 )
-
-DEPTH_METRIC_KEYS: tuple[str, ...] = (
-    "d1",
-    "d2",
-    "d3",
-    "abs_rel",
-    "sq_rel",
-    "rmse",
-    "rmse_log",
-    "log10",
-    "silog",
-    "mse_norm",
-)
-ORDINAL_METRIC_KEYS: tuple[str, ...] = ("accuracy", "whdr")
-"""Point-pair metrics (DIW): the share of pairs ordered as labelled, and its complement."""
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"d1", "d2", "d3", "accuracy"})
-"""Metric names to maximise; every other metric here is an error to minimise."""
+from depthcore.stages import DEPTH_METRIC_KEYS, HIGHER_IS_BETTER, ORDINAL_METRIC_KEYS
 
 NYU_SIZE = (480, 640)
 EIGEN_CROP = (45, 471, 41, 601)  # rows top:bottom, columns left:right, at 480 x 640

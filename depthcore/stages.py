@@ -16,7 +16,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from depthcore.metrics import DEPTH_METRIC_KEYS, HIGHER_IS_BETTER, ORDINAL_METRIC_KEYS
+# The metric names live here, not beside their formulas in depthcore.metrics: checking a config or a
+# sweep spec needs the names, and should not import torch for them.
+DEPTH_METRIC_KEYS: tuple[str, ...] = (
+    "d1",
+    "d2",
+    "d3",
+    "abs_rel",
+    "sq_rel",
+    "rmse",
+    "rmse_log",
+    "log10",
+    "silog",
+    "mse_norm",
+)
+ORDINAL_METRIC_KEYS: tuple[str, ...] = ("accuracy", "whdr")
+"""Point-pair metrics (DIW): the share of pairs ordered as labelled, and its complement."""
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"d1", "d2", "d3", "accuracy"})
+"""Metric names to maximise; every other metric here is an error to minimise."""
+
 
 DEPTH_TASK = "depth"
 """Per-pixel metric depth: NYU-style ``.mat`` data, depth losses, depth metrics."""
