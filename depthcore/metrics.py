@@ -24,7 +24,7 @@ from depthcore.losses import (
     ordinal_margin,
     safe_sqrt,
 )
-from depthcore.stages import DEPTH_METRIC_KEYS, HIGHER_IS_BETTER, ORDINAL_METRIC_KEYS
+from depthcore.stages import DEPTH_METRIC_KEYS
 
 NYU_SIZE = (480, 640)
 EIGEN_CROP = (45, 471, 41, 601)  # rows top:bottom, columns left:right, at 480 x 640

@@ -78,3 +78,14 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     assert cfg.data.nyu_path == str(tmp_path / "data" / "nyu.h5")
     # Command-line values and the output folder stay relative to where the command runs.
     assert cfg.data.split_file == "rel/splits.mat" and cfg.train.out_dir == "runs/x"
+
+
+def test_the_config_and_stage_modules_import_no_torch():
+    # What checks a config or names a stage's metrics needs no torch (seconds of import in every
+    # process that only validates); depthcore.metrics takes the names from depthcore.stages.
+    import subprocess
+    import sys
+
+    code = "import sys, depthcore.config, depthcore.stages; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
