@@ -1,6 +1,7 @@
 """TPE + ASHA against random search without early stopping, at an equal budget of training epochs.
 
     python benchmarks/search_efficiency.py [--quick] [--seeds 0 1 2] [--trials 12] [--grace 2] [--reduction 2]
+                                           [--startup 4] [--set KEY=VALUE ...] [--keep DIR]
 
 Both searches are real sweeps of stage ``nyu`` of ``search_spaces/quickstart.yaml`` (its search
 space, its synthetic data, its epochs), run with ``python -m sweep.run`` in their own process:
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reduction", type=int, default=2, help="ASHA reduction factor")
     p.add_argument("--startup", type=int, default=4, help="TPE's random start-up trials")
     p.add_argument("--png", default=str(Path(__file__).resolve().parent / "search_efficiency.png"))
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override for both searches, e.g. fixed.optim/schedule=constant (repeatable)")
     p.add_argument("--keep", metavar="DIR", help="keep the sweeps (Optuna studies, logs) in DIR instead of a temporary folder")
     args = p.parse_args(argv)
     common: list[str] = []
@@ -107,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.trials, args.grace, args.startup = [0], 3, 1, 2
         common = ["fixed.train/epochs=2", "data.synthetic.frames=24", "data.synthetic.diw_train=8",
                   "data.synthetic.diw_test=4", "fixed.data/size=[32, 32]"]
+    common += args.sets
     print(f"{SPEC.name}, stage nyu, seeds {args.seeds}: random search {args.trials} trials (fifo) against TPE + ASHA "
-          f"{2 * args.trials} trials (grace {args.grace}, reduction {args.reduction}, {args.startup} start-up trials)",
+          f"{2 * args.trials} trials (grace {args.grace}, reduction {args.reduction}, {args.startup} start-up trials)"
+          + (f"; both with {', '.join(args.sets)}" if args.sets else ""),
           flush=True)
     curves: dict[str, list[Any]] = {"random": [], "TPE + ASHA": []}
     rows, fractions = [], []
