@@ -67,6 +67,24 @@ def curve(db: Path, study: str) -> list[tuple[int, float]]:
     return points
 
 
+def rung_rank_correlation(db: Path, study: str, rungs: list[int]) -> dict[int, float]:
+    """Over the trials of a study that ran to the end (random search): Spearman's rank correlation
+    of each ASHA rung's value with the trial's best value. Near 1, a rung ranks trials as their
+    ends do and ASHA stops the right ones; near 0, it stops them at random."""
+    import optuna
+    from scipy.stats import spearmanr
+
+    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    last = max((max(t.intermediate_values, default=0) for t in trials), default=0)
+    found = {}
+    for rung in (r for r in rungs if r < last):  # ASHA's rungs come before the last epoch
+        pairs = [(t.intermediate_values[rung], min(t.intermediate_values.values())) for t in trials
+                 if rung in t.intermediate_values]
+        if len(pairs) >= 3:
+            found[rung] = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+    return found
+
+
 def epochs_to_reach(points: list[tuple[int, float]], value: float, budget: int) -> float:
     for spent, best in points:
         if spent > budget:
@@ -142,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([seed, budget, target, tpe_best, needed, needed / budget])
             print(f"seed {seed}: random best {target:.4f} after {budget} epochs; TPE + ASHA reaches it after "
                   f"{needed:g} epochs", flush=True)
+            rungs = [args.grace * args.reduction ** k for k in range(8)]
+            ranks = rung_rank_correlation(random_db, f"random-{seed}-nyu", rungs)
+            print(f"seed {seed}: rank correlation (Spearman) of each ASHA rung's value with the trial's best, over "
+                  "random search's trials: " + ", ".join(f"epoch {r}: {c:.2f}" for r, c in ranks.items()), flush=True)
     plot(curves, Path(args.png))
     print(table(["seed", "random: epochs", "random: best val/rmse", "TPE + ASHA: best within budget",
                  "TPE + ASHA: epochs to random's best", "fraction"], rows))
