@@ -118,17 +118,22 @@ def run_optuna_loop(trials: int, trial_s: float) -> float:
     return time.perf_counter() - start
 
 
-def run_bare_tune(trials: int, trial_s: float, cpus: int, reuse: bool, storage: Path) -> float:
+def run_bare_tune(trials: int, trial_s: float, cpus: int, reuse: bool, storage: Path, optuna: bool = True) -> float:
+    """Ray Tune on its own with the sleeping trial: Optuna's searcher (in memory) under a concurrency
+    limit, or with ``optuna=False`` Tune's default random search; the seconds ``fit`` took."""
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(metric="val/rmse", mode="min", seed=0)
+    search = None
+    if optuna:  # imported only then: Tune alone's process start stays without Optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = ConcurrencyLimiter(OptunaSearch(metric="val/rmse", mode="min", seed=0), max_concurrent=cpus)
     tuner = tune.Tuner(
         tune.with_resources(bare_trainable, {"cpu": 1}),
         param_space={"lr": tune.loguniform(1e-4, 1e-2), "trial_s": trial_s},
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=cpus),
-                                    num_samples=trials, reuse_actors=reuse),
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=trials, reuse_actors=reuse,
+                                    max_concurrent_trials=None if optuna else cpus),
         run_config=tune.RunConfig(name=f"bare-{reuse}", storage_path=str(storage), verbose=0),
     )
     start = time.perf_counter()
@@ -206,16 +211,10 @@ def child_tune(trials: int, trial_s: float, cpus: int) -> int:
     random search, the trial that only sleeps and reports, no checkpoints, MLflow or Optuna
     storage. What any sweep run through Ray Tune pays on this machine at the least."""
     import ray
-    from ray import tune
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False)
     with tempfile.TemporaryDirectory() as storage:
-        tune.Tuner(
-            tune.with_resources(bare_trainable, {"cpu": 1}),
-            param_space={"lr": tune.loguniform(1e-4, 1e-2), "trial_s": trial_s},
-            tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True, max_concurrent_trials=cpus),
-            run_config=tune.RunConfig(storage_path=storage, verbose=0),
-        ).fit()
+        run_bare_tune(trials, trial_s, cpus, reuse=True, storage=Path(storage), optuna=False)
     ray.shutdown()
     return 0
 
